@@ -1,0 +1,168 @@
+"""D3Model: the K-draw training step of Eq. (19) as a Keras ``Model``.
+
+One training step (Sec. 4.5, 5.2, 5.2.1):
+  1. the deterministic trunk runs once on the batch x;
+  2. the Bayesian head runs K times, each call drawing independent weights θ_k;
+  3. the cross-entropy is computed per draw and averaged over draws;
+  4. for the penalties, the input gradient ∇_x y(x_n; θ_k) of each draw is
+     taken through head AND trunk (nested tapes), normalised (Eq. 9) and
+     turned into ΩM, ΩV, ΩS (Eq. 14-18), averaged over the batch;
+  5. loss = CE + λM ΩM + λV ΩV + λS ΩS + KL / N_train (ELBO, Eq. 1 and 19).
+
+Inference (``call``/``test_step``) averages the LOGITS over K draws.
+"""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+from d3_tf import penalties
+from d3_tf.models import bayesian_layers, is_bayesian
+
+tfd = tfp.distributions
+PENALTIES = ("m", "v", "s")
+
+
+class D3Model(tf_keras.Model):
+  """A trunk/head classifier trained with the D3 penalties.
+
+  Args:
+    trunk: deterministic tf_keras model run once per batch.
+    head: tf_keras model run ``num_draws`` times (Bayesian: fresh weights each call).
+    num_draws: K, the number of head draws for training and inference. A
+      deterministic head always uses one draw.
+    lambda_m, lambda_v, lambda_s: penalty weights λM, λV, λS; 0 skips the work.
+    variance_variant: "v1", "v2" or "v3" (Eq. 15-17); the paper uses "v3".
+    alpha: softmin temperature of "v2".
+    y_mode: which scalar y is differentiated (see ``penalties.scalar_outputs``).
+    n_train: training-set size N; the KL is divided by it once per step.
+    kl_weight: extra factor on the KL (1.0 = the ELBO).
+  """
+
+  def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
+               variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
+               kl_weight=1.0, **kwargs):
+    super().__init__(**kwargs)
+    self.trunk = trunk
+    self.head = head
+    self.bayesian = is_bayesian(head)
+    self.lambdas = {"m": float(lambda_m), "v": float(lambda_v), "s": float(lambda_s)}
+    self.active = tuple(p for p in PENALTIES if self.lambdas[p] != 0.0)
+    if self.active and not self.bayesian:
+      raise ValueError("the D3 penalties need a Bayesian head (statistics over weight draws); "
+                       f"got penalties {self.active} with a deterministic head")
+    if y_mode not in penalties.Y_MODES:
+      raise ValueError(f"unknown y_mode {y_mode!r}; choose from {penalties.Y_MODES}")
+    if num_draws < 1:
+      raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+    self.num_draws = int(num_draws) if self.bayesian else 1
+    self.variance_variant = variance_variant
+    self.alpha = float(alpha)
+    self.y_mode = y_mode
+    self.n_train = int(n_train)
+    self.kl_weight = float(kl_weight)
+    names = ["loss", "ce", "kl"] + [f"omega_{p}" for p in self.active]
+    self.trackers = {n: tf_keras.metrics.Mean(name=n) for n in names}
+    self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values()) + [self.accuracy]
+
+  def get_config(self):
+    return {"num_draws": self.num_draws, "lambda_m": self.lambdas["m"],
+            "lambda_v": self.lambdas["v"], "lambda_s": self.lambdas["s"],
+            "variance_variant": self.variance_variant, "alpha": self.alpha,
+            "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight}
+
+  def draw_logits(self, x, training=False, num_draws=None):
+    """Logits of each draw: list of K tensors [N, M] (trunk run once)."""
+    h = self.trunk(x, training=training)
+    return [self.head(h, training=training) for _ in range(num_draws or self.num_draws)]
+
+  def call(self, x, training=False):
+    """Logits averaged over K draws (the paper's inference rule, Sec. 5.2)."""
+    return tf.add_n(self.draw_logits(x, training)) / float(self.num_draws)
+
+  def kl(self):
+    """KL(q || p) of the head's posterior over all Bayesian layers, / N_train.
+
+    Computed from the layers' posteriors and priors, not from ``head.losses``
+    (which accumulate over the K calls inside one outer call): added once.
+    """
+    kls = [tf.reduce_sum(tfd.kl_divergence(layer.kernel_posterior, layer.kernel_prior))
+           for layer in bayesian_layers(self.head)]
+    kls += [tf.reduce_sum(tfd.kl_divergence(layer.bias_posterior, layer.bias_prior))
+            for layer in bayesian_layers(self.head) if getattr(layer, "bias_prior", None)]
+    if not kls:
+      return tf.constant(0.0)
+    return self.kl_weight * tf.add_n(kls) / float(self.n_train)
+
+  def compute_terms(self, x, y, training=True):
+    """All loss terms of Eq. (19) for one batch, differentiable w.r.t. the weights.
+
+    Returns:
+      dict with "loss", "ce", "kl", "logits" (averaged) and "omega_<p>" for
+      each active penalty p (batch means).
+    """
+    with tf.GradientTape(persistent=True) as input_tape:
+      input_tape.watch(x)
+      logits = self.draw_logits(x, training=training)
+      sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
+          if self.active else None
+    ce = tf.add_n([tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(y, tf.int32), logits=l)) for l in logits]) / float(len(logits))
+    terms = {"ce": ce, "kl": self.kl(), "logits": tf.add_n(logits) / float(len(logits))}
+    loss = ce + terms["kl"]
+    if self.active:
+      u = penalties.unit_gradients(input_tape, sums, x)  # [J, K, N, D]
+      for name in self.active:
+        fn = {"m": penalties.omega_mean, "s": penalties.omega_sparse,
+              "v": lambda v: penalties.omega_var(v, self.variance_variant, self.alpha)}[name]
+        omega = tf.reduce_mean(tf.stack([fn(u[j]) for j in range(u.shape[0])]))
+        terms[f"omega_{name}"] = omega
+        loss += self.lambdas[name] * omega
+    del input_tape
+    terms["loss"] = loss
+    return terms
+
+  def train_step(self, data):
+    x, y = data
+    with tf.GradientTape() as tape:
+      terms = self.compute_terms(x, y, training=True)
+    grads = tape.gradient(terms["loss"], self.trainable_variables)
+    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    return self._update_metrics(terms, y)
+
+  def test_step(self, data):
+    x, y = data
+    logits = self(x, training=False)
+    ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(y, tf.int32), logits=logits))
+    self.trackers["loss"].update_state(ce)
+    self.trackers["ce"].update_state(ce)
+    self.accuracy.update_state(y, logits)
+    return {"loss": self.trackers["loss"].result(), "accuracy": self.accuracy.result()}
+
+  def _update_metrics(self, terms, y):
+    for name, tracker in self.trackers.items():
+      tracker.update_state(terms[name])
+    self.accuracy.update_state(y, terms["logits"])
+    return {m.name: m.result() for m in self.metrics}
+
+
+def build(arch="mnist_cnn", bayesian=True, seed=0, estimator="flipout", arch_kwargs=None,
+          **d3_kwargs):
+  """A D3Model of one of ``models.ARCHITECTURES`` (or "madry_mnist")."""
+  from d3_tf import models  # pylint: disable=g-import-not-at-top
+  if arch == "madry_mnist":
+    trunk, head = models.madry_mnist(seed=seed, **(arch_kwargs or {}))
+  elif arch in models.ARCHITECTURES:
+    trunk, head = models.ARCHITECTURES[arch](bayesian=bayesian, seed=seed, estimator=estimator,
+                                             **(arch_kwargs or {}))
+  else:
+    raise ValueError(f"unknown architecture {arch!r}; choose from "
+                     f"{sorted(models.ARCHITECTURES) + ['madry_mnist']}")
+  model = D3Model(trunk, head, **d3_kwargs)
+  model(tf.zeros((1,) + tuple(trunk.input_shape[1:])))  # create the variables
+  return model

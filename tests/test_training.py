@@ -1,0 +1,131 @@
+"""Models and the K-draw train_step on tiny inputs and a few hundred real MNIST images."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import d3_tf
+from d3_tf import data, models
+
+
+def _vgg_tiny(**kwargs):
+  return d3_tf.build("vgg16", arch_kwargs={"width": 1 / 32}, **kwargs)
+
+
+def test_head_draws_are_independent(mnist_small):
+  x = mnist_small[0][:4]
+  model = d3_tf.build("mnist_cnn", num_draws=5)
+  draws = np.stack([l.numpy() for l in model.draw_logits(x)])
+  for i in range(5):
+    for j in range(i + 1, 5):
+      assert np.abs(draws[i] - draws[j]).max() > 1e-4
+  # the deterministic trunk does not vary
+  np.testing.assert_array_equal(model.trunk(x).numpy(), model.trunk(x).numpy())
+
+
+def test_conventional_model_is_deterministic(mnist_small):
+  x = mnist_small[0][:4]
+  model = d3_tf.build("mnist_cnn", bayesian=False, num_draws=10)
+  assert model.num_draws == 1 and not model.bayesian
+  np.testing.assert_allclose(model(x).numpy(), model(x).numpy())
+  assert not model.head.losses or float(model.kl()) == 0.0
+  with pytest.raises(ValueError, match="Bayesian head"):
+    d3_tf.build("mnist_cnn", bayesian=False, lambda_m=1.0)
+
+
+def test_same_shaped_bayesian_layers_differ():
+  model = _vgg_tiny(seed=3)
+  a, b = model.head.get_layer("conv5_2"), model.head.get_layer("conv5_3")
+  assert a.kernel_posterior.mean().shape == b.kernel_posterior.mean().shape
+  assert not np.allclose(a.kernel_posterior.mean(), b.kernel_posterior.mean())
+  assert not np.allclose(a.kernel_posterior.stddev(), b.kernel_posterior.stddev())
+  # same seed -> same initial weights (reproducible)
+  again = _vgg_tiny(seed=3)
+  np.testing.assert_array_equal(a.kernel_posterior.mean(),
+                                again.head.get_layer("conv5_2").kernel_posterior.mean())
+
+
+def test_call_averages_logits_of_draws(mnist_small):
+  x = tf.constant(mnist_small[0][:8])
+  model = d3_tf.build("mnist_cnn", num_draws=4)
+  tf.random.set_seed(7)
+  draws = model.draw_logits(x)
+  tf.random.set_seed(7)
+  np.testing.assert_allclose(model(x).numpy(), np.mean([d.numpy() for d in draws], 0), atol=1e-5)
+
+
+def test_kl_scaled_by_n_train(mnist_small):
+  model = d3_tf.build("mnist_cnn", n_train=1000)
+  model.head(model.trunk(mnist_small[0][:2]))  # a top-level call: losses of that call only
+  assert len(model.head.losses) == 3  # one KL per Bayesian layer
+  total = float(tf.add_n(model.head.losses))
+  assert total > 0
+  np.testing.assert_allclose(float(model.kl()), total / 1000, rtol=1e-5)
+  model(mnist_small[0][:2])  # K draws inside one call: losses pile up, kl() does not
+  np.testing.assert_allclose(float(model.kl()), total / 1000, rtol=1e-5)
+
+
+def test_penalty_gradient_reaches_trunk(mnist_small):
+  x, y = tf.constant(mnist_small[0][:16]), tf.constant(mnist_small[1][:16])
+  model = d3_tf.build("mnist_cnn", num_draws=3, lambda_m=1.0, lambda_v=1.0, lambda_s=1.0)
+  with tf.GradientTape() as tape:
+    terms = model.compute_terms(x, y)
+  grads = tape.gradient(terms["omega_m"], model.trunk.trainable_variables)
+  assert all(g is not None for g in grads)
+  assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+  assert max(float(tf.reduce_max(tf.abs(g))) for g in grads) > 0
+  for name in ("omega_m", "omega_v", "omega_s"):
+    assert np.isfinite(float(terms[name]))
+  # ΩM of unit vectors lies in [0, 1]; ΩS in [-sqrt(D), -1].
+  assert 0.0 <= float(terms["omega_m"]) <= 1.0 + 1e-5
+  assert -np.sqrt(784) - 1e-3 <= float(terms["omega_s"]) <= -1.0 + 1e-5
+
+
+def test_all_logits_mode_averages_outputs(mnist_small):
+  x, y = tf.constant(mnist_small[0][:4]), tf.constant(mnist_small[1][:4])
+  model = d3_tf.build("mnist_cnn", num_draws=2, lambda_m=1.0, y_mode="all_logits")
+  terms = model.compute_terms(x, y)
+  assert np.isfinite(float(terms["omega_m"]))
+
+
+def test_lambda_zero_skips_penalties():
+  model = d3_tf.build("mnist_cnn", num_draws=2, lambda_m=0.0, lambda_s=2.0)
+  assert model.active == ("s",)
+  assert {m.name for m in model.metrics} == {"loss", "ce", "kl", "omega_s", "accuracy"}
+
+
+def test_one_epoch_lowers_loss(mnist_small):
+  x, y = mnist_small[0][:256], mnist_small[1][:256]
+  model = d3_tf.build("mnist_cnn", num_draws=10, lambda_m=20, lambda_v=40, lambda_s=40,
+                      n_train=60000)
+  model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+  xb, yb = tf.constant(x[:64]), tf.constant(y[:64])
+  tf.random.set_seed(1)
+  before = float(model.compute_terms(xb, yb)["loss"])
+  history = model.fit(data.make_dataset(x, y, 32, seed=0), epochs=1, verbose=0)
+  tf.random.set_seed(1)
+  after = float(model.compute_terms(xb, yb)["loss"])
+  assert after < before
+  for key in ("loss", "ce", "kl", "omega_m", "omega_v", "omega_s", "accuracy"):
+    assert np.isfinite(history.history[key][-1]), key
+  results = model.evaluate(x[:64], y[:64], verbose=0, return_dict=True)
+  assert 0.0 <= results["accuracy"] <= 1.0
+
+
+def test_tiny_vgg_trains_with_penalties():
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(8, 32, 32, 3)).astype(np.float32)
+  y = rng.integers(0, 10, size=8)
+  model = _vgg_tiny(num_draws=2, lambda_m=10, lambda_s=20, n_train=8)
+  model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+  history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+  assert np.isfinite(history.history["loss"][-1])
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="unknown architecture"):
+    d3_tf.build("resnet")
+  with pytest.raises(ValueError, match="y_mode"):
+    d3_tf.build("mnist_cnn", y_mode="logits")
+  with pytest.raises(ValueError, match="estimator"):
+    models.mnist_cnn(estimator="mc")
