@@ -1,0 +1,164 @@
+"""Attacks through the Adversarial Robustness Toolbox (Sec. 2.2, 5.2.2).
+
+All attacks are ART's own (FastGradientMethod, ProjectedGradientDescent,
+AdversarialTrainerMadryPGD); this module only wraps a d3_tf model so that one
+forward pass averages the LOGITS of K weight draws (the paper's inference
+rule) and gradients flow through that average. ε is in input units: pixels in
+[0, 1].
+
+PGD defaults: 40 iterations (Sec. 5.3-5.4); MNIST ε = 0.3 with step 0.01 (the
+paper gives no MNIST step size; 0.01 is MadryLab's mnist_challenge value, so
+40 steps can travel 0.4 > ε); CIFAR-10 ε = 0.03 with step 0.001 (Sec. 5.4).
+No random start unless asked (ART's default, as in the paper).
+"""
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+from art.estimators.classification import TensorFlowV2Classifier
+from tqdm.auto import tqdm
+
+NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2}
+PGD_DEFAULTS = {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
+                "cifar10": {"eps": 0.03, "eps_step": 0.001, "max_iter": 40}}
+
+
+class DrawAverage:
+  """Callable ``x -> mean_k logits(x; θ_k)``: one forward pass = K head draws.
+
+  Args:
+    model: a ``D3Model``.
+    num_draws: K for attacks and inference; defaults to the model's training K.
+  """
+
+  def __init__(self, model, num_draws=None):
+    self.model = model
+    self.num_draws = int(num_draws or model.num_draws) if model.bayesian else 1
+    self._fn = tf.function(self._average, reduce_retracing=True)
+
+  def _average(self, x, training=False):
+    logits = self.model.draw_logits(x, training=training, num_draws=self.num_draws)
+    return tf.add_n(logits) / float(len(logits))
+
+  def __call__(self, x, training=False):
+    return self._fn(x, training)
+
+  @property
+  def trainable_variables(self):
+    return self.model.trainable_variables
+
+
+def classifier(model, num_draws=None, optimizer=None):
+  """An ART ``TensorFlowV2Classifier`` over the K-draw logit average of ``model``.
+
+  Args:
+    model: a ``D3Model`` (conventional or Bayesian).
+    num_draws: K used by every forward pass (default: the model's K).
+    optimizer: only needed when ART trains the model (adversarial training).
+  """
+  input_shape = tuple(model.trunk.input_shape[1:])
+  nb_classes = int(model.head.output_shape[-1])
+  return TensorFlowV2Classifier(
+      model=DrawAverage(model, num_draws), nb_classes=nb_classes, input_shape=input_shape,
+      # SUM: ART's loss_gradient then returns each example's own loss gradient.
+      loss_object=tf_keras.losses.CategoricalCrossentropy(
+          from_logits=True, reduction=tf_keras.losses.Reduction.SUM),
+      optimizer=optimizer, clip_values=(0.0, 1.0))
+
+
+def _norm(norm):
+  key = str(norm).lower()
+  if key not in NORMS:
+    raise ValueError(f"unknown norm {norm!r}; choose from {sorted(NORMS)}")
+  return NORMS[key]
+
+
+def fgsm(estimator, eps, norm="inf", batch_size=128):
+  """ART FGSM (Eq. 3): one step of size ε along the sign (L∞) or the L2 direction."""
+  return FastGradientMethod(estimator, norm=_norm(norm), eps=eps, batch_size=batch_size)
+
+
+def pgd(estimator, eps, eps_step, max_iter=40, norm="inf", random_start=False,
+        batch_size=128, seed=None):
+  """ART PGD (Eq. 4): ``max_iter`` steps of ``eps_step``, projected to the ε-ball."""
+  if seed is not None:
+    np.random.seed(seed)  # ART draws its random start from numpy's global generator
+  return ProjectedGradientDescent(
+      estimator, norm=_norm(norm), eps=eps, eps_step=eps_step, max_iter=max_iter,
+      num_random_init=1 if random_start else 0, batch_size=batch_size, verbose=False)
+
+
+def make_attack(estimator, name, eps, norm="inf", eps_step=None, max_iter=40,
+                random_start=False, batch_size=128):
+  """``name`` is "fgsm" or "pgd"; ``eps`` = 0 gives no attack (None)."""
+  if eps == 0:
+    return None
+  if name == "fgsm":
+    return fgsm(estimator, eps, norm, batch_size)
+  if name == "pgd":
+    return pgd(estimator, eps, eps_step, max_iter, norm, random_start, batch_size)
+  raise ValueError(f"unknown attack {name!r}; choose fgsm or pgd")
+
+
+def predict_labels(estimator, x, batch_size=256):
+  return np.argmax(estimator.predict(x, batch_size=batch_size), axis=1)
+
+
+def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=False,
+                    desc="attack"):
+  """Clean and adversarial accuracy (%) of ``estimator`` on (x, y).
+
+  Args:
+    estimator: an ART classifier (see :func:`classifier`).
+    x, y: images in [0, 1] and int labels.
+    attack: an ART evasion attack, or None (clean only: adversarial = clean).
+    batch_size: images per attack call (progress bar steps).
+    return_adv: also return the adversarial images.
+
+  Returns:
+    dict with "clean" and "adversarial" accuracy in percent, "n", and "x_adv"
+    when asked.
+  """
+  clean_hits, adv_hits, advs = 0, 0, []
+  for start in tqdm(range(0, len(x), batch_size), desc=desc, leave=False):
+    xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+    clean_pred = predict_labels(estimator, xb, batch_size)
+    clean_hits += int(np.sum(clean_pred == yb))
+    if attack is None:
+      xa, adv_pred = xb, clean_pred
+    else:
+      xa = attack.generate(xb, y=np.eye(estimator.nb_classes, dtype=np.float32)[yb])
+      adv_pred = predict_labels(estimator, xa, batch_size)
+    adv_hits += int(np.sum(adv_pred == yb))
+    if return_adv:
+      advs.append(xa)
+  out = {"clean": 100.0 * clean_hits / len(x), "adversarial": 100.0 * adv_hits / len(x),
+         "n": int(len(x))}
+  if return_adv:
+    out["x_adv"] = np.concatenate(advs)
+  return out
+
+
+def accuracy_on(estimator, x, y, batch_size=256):
+  """Accuracy (%) on fixed inputs, e.g. a saved black-box adversarial set."""
+  return 100.0 * float(np.mean(predict_labels(estimator, x, batch_size) == y))
+
+
+def budget_sweep(estimator, x, y, budgets, norm="inf", max_iter=40, step_fraction=None,
+                 eps_step=None, batch_size=128):
+  """PGD accuracy over a list of budgets (Fig. 2-3, Table 3).
+
+  The step is ``eps_step`` when given, else ``step_fraction * ε`` (default
+  2.5 ε / max_iter, so the steps can cross the ball); ε = 0 is clean accuracy.
+
+  Returns:
+    list of {"eps", "norm", "accuracy"} dicts, in the order of ``budgets``.
+  """
+  rows = []
+  for eps in budgets:
+    step = eps_step if eps_step is not None else (step_fraction or 2.5 / max_iter) * eps
+    attack = make_attack(estimator, "pgd", eps, norm, step, max_iter, batch_size=batch_size)
+    res = robust_accuracy(estimator, x, y, attack, batch_size, desc=f"PGD {norm} eps={eps}")
+    rows.append({"eps": float(eps), "norm": str(norm), "accuracy": res["adversarial"]})
+  return rows
