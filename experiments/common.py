@@ -1,10 +1,16 @@
 """Flags and helpers shared by the experiment binaries (absl FLAGS live only here)."""
+import dataclasses
+import logging
+import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
-from d3_tf import data
+from d3_tf import data, experiment
+
+FLAGS = flags.FLAGS
 
 DATA_DIR = flags.DEFINE_string(
     "data_dir", None,
@@ -15,6 +21,82 @@ DATA_SOURCE = flags.DEFINE_enum(
     "data_source", None, ["auto", "local", "tfds", "embedded"],
     "Where data comes from (default: embedded for MNIST smoke runs when no data dir is set, "
     "else auto = data dir if given, else tfds).")
+
+_HELP = {
+    "width": "Channel multiplier of VGG16 (1.0 = the real VGG16).",
+    "n_train": "Training images used (0 = all).",
+    "n_eval": "Test images attacked for the table (0 = all).",
+    "epochs": "Training epochs per row.",
+    "batch_size": "Training batch size.",
+    "num_draws": "K: Bayesian head draws in training, inference and attacks.",
+    "learning_rate": "Adam learning rate.",
+    "lambda_m": "λM, weight of the mean penalty ΩM (Eq. 14) in rows with M.",
+    "lambda_v": "λV, weight of the variance penalty ΩV (Eq. 15-17) in rows with V.",
+    "lambda_s": "λS, weight of the non-sparse penalty ΩS (Eq. 18) in rows with S.",
+    "variance_variant": "ΩV variant: v1 (Eq. 15), v2 (Eq. 16), v3 (Eq. 17, the paper's).",
+    "y_mode": "Scalar y whose input gradient is normalised: loss, true_logit or all_logits.",
+    "estimator": "Bayesian layer estimator: flipout or reparameterization.",
+    "kl_weight": "Factor on the KL term (1.0 = the ELBO, KL / N_train).",
+    "eps": "L∞ budget of FGSM, PGD and the black-box sets, in [0,1] pixel units.",
+    "pgd_step": "PGD step size (pixel units).",
+    "pgd_iters": "PGD iterations.",
+    "offline_iters": "PGD iterations for the offline ('-Off') training examples.",
+    "offline_n": "Training images attacked for the offline set (0 = all).",
+    "surrogate_epochs": "Training epochs of the black-box surrogates.",
+    "surrogate_adv_iters": "PGD iterations inside the adversarial surrogate's training.",
+    "epoch_eval_n": "Test images attacked after every epoch for Figure 1 (0 = off).",
+    "epoch_eval_pgd_iters": "PGD iterations of the per-epoch evaluation.",
+    "sweep_linf": "L∞ budgets of the PGD sweep (Figures 2-3), comma-separated.",
+    "sweep_l2": "L2 budgets of the PGD sweep (Figures 2-3), comma-separated.",
+    "seed": "Random seed (data order, initialisation, draws, attacks).",
+}
+_ENUMS = {"variance_variant": ["v1", "v2", "v3"], "y_mode": ["loss", "true_logit", "all_logits"],
+          "estimator": ["flipout", "reparameterization"]}
+_TUNABLE = [f for f in dataclasses.fields(experiment.Settings) if f.name in _HELP]
+
+
+def define_setting_flags():
+  """One flag per Settings field (default: the preset's value)."""
+  for f in _TUNABLE:
+    help_text = _HELP[f.name] + " Default: the preset's value."
+    if f.name in _ENUMS:
+      flags.DEFINE_enum(f.name, None, _ENUMS[f.name], help_text)
+    elif f.type in ("tuple", tuple):
+      flags.DEFINE_list(f.name, None, help_text)
+    elif f.type in ("int", int):
+      flags.DEFINE_integer(f.name, None, help_text)
+    elif f.type in ("float", float):
+      flags.DEFINE_float(f.name, None, help_text)
+    else:
+      flags.DEFINE_string(f.name, None, help_text)
+
+
+def define_table_flags(binary, presets_doc):
+  flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"], presets_doc)
+  flags.DEFINE_string("output_dir", None,
+                      f"Where results.json, table.md and the PNGs go "
+                      f"(default: results/{binary}/<preset>).")
+  flags.DEFINE_string("models_dir", os.path.join("results", "models"),
+                      "Where trained models, epoch checkpoints, logs and adversarial sets go; "
+                      "shared by the binaries, so rows with equal training settings are reused.")
+  define_setting_flags()
+
+
+def settings_from_flags(dataset):
+  """The preset's Settings with every flag that was given applied on top."""
+  base = experiment.PRESETS[(dataset, FLAGS.preset)]
+  overrides = {}
+  for f in _TUNABLE:
+    value = getattr(FLAGS, f.name)
+    if value is not None:
+      if f.type in ("tuple", tuple):
+        value = tuple(float(v) for v in value)
+      overrides[f.name] = value
+  return dataclasses.replace(base, **overrides)
+
+
+def output_dir(binary):
+  return FLAGS.output_dir or os.path.join("results", binary, FLAGS.preset)
 
 
 def load_data(dataset, n_train=None, n_test=None, embedded_default=False):
@@ -30,16 +112,36 @@ def load_data(dataset, n_train=None, n_test=None, embedded_default=False):
   else:
     folder = data.resolve_data_dir(DATA_DIR.value) if source != "tfds" else None
     print(f"data: {dataset} from {folder or 'tensorflow_datasets'}")
-  return data.load(dataset, data_dir=DATA_DIR.value, n_train=n_train, n_test=n_test,
-                   source=source)
+  return data.load(dataset, data_dir=DATA_DIR.value, n_train=n_train or None,
+                   n_test=n_test or None, source=source)
+
+
+def load_table_data(settings):
+  return load_data(settings.dataset, settings.n_train, settings.n_eval,
+                   embedded_default=FLAGS.preset == "smoke")
+
+
+def describe(settings, binary, num_rows, n_train_full):
+  print(f"{binary} --preset {FLAGS.preset}: {settings.n_train or 'all'} training images, "
+        f"{settings.epochs} epochs, K={settings.num_draws}, eval on "
+        f"{settings.n_eval or 'all'} test images")
+  if FLAGS.preset == "paper":
+    hours = experiment.estimate_hours(settings, num_rows, n_train_full)
+    print(f"estimate: training alone is ~{hours:,.0f} h on 2 CPU cores "
+          f"(~{hours / 24:,.1f} days); plan for one or more GPUs")
 
 
 def run(main):
-  """app.run that turns a DataError or ValueError from bad input into one line, exit 1."""
+  """app.run that turns a DataError or ConfigError from bad input into one line, exit 1."""
   def wrapped(argv):
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("art").setLevel(logging.WARNING)
+    if len(argv) > 1:
+      print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+      sys.exit(2)
     try:
       return main(argv)
-    except (data.DataError, ValueError) as e:
+    except (data.DataError, experiment.ConfigError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
   app.run(wrapped)

@@ -1,0 +1,67 @@
+"""Figures 1-3 with matplotlib, styled as the paper (Sec. 5.3.1, 6).
+
+Penalised models in colour, unpenalised in grey; offline-adversarial ("-Off")
+variants share their base colour and carry "+" markers.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+
+_COLOURS = {"M": "tab:blue", "M-V": "tab:orange", "M-S": "tab:green", "M-V-S": "tab:red"}
+_GREYS = {"CNN": "0.15", "VGG16": "0.15", "BNN": "0.55", "BVGG16": "0.55"}
+
+
+def style(name):
+  """(colour, marker) of a row: colour by penalties, grey without, '+' for Off."""
+  off = name.endswith("-Off")
+  base = name[:-4] if off else name
+  colour = _COLOURS.get(base, _GREYS.get(base, "0.4"))
+  return colour, ("+" if off else "o")
+
+
+def _save(fig, path):
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def figure1(results, path, eps):
+  """Per-epoch FGSM (a) and PGD (b) accuracy during training; None if no epoch logs."""
+  rows = {n: r["epochs"] for n, r in results["rows"].items() if r.get("epochs")}
+  if not rows:
+    return None
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, key, label in ((axes[0], "fgsm", "FGSM"), (axes[1], "pgd", "PGD")):
+    for name, epochs in rows.items():
+      xs = sorted(int(e) for e in epochs)
+      colour, marker = style(name)
+      ax.plot(xs, [epochs[str(e)][key] for e in xs], color=colour, marker=marker, label=name)
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(-2, 102),
+           title=f"({'ab'[key == 'pgd']}) {label} L∞ ε = {eps}")
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=8, loc="best")
+  return _save(fig, path)
+
+
+def figure_budgets(results, path, title):
+  """PGD accuracy versus budget, (a) L∞ and (b) L2; None if no sweeps."""
+  norms = [n for n in ("inf", "l2") if any(r.get(f"sweep_{n}") for r in results["rows"].values())]
+  if not norms:
+    return None
+  fig, axes = plt.subplots(1, len(norms), figsize=(5 * len(norms), 4), squeeze=False)
+  for ax, norm in zip(axes[0], norms):
+    for name, row in results["rows"].items():
+      sweep = row.get(f"sweep_{norm}")
+      if not sweep:
+        continue
+      points = sorted([(0.0, row["clean"])] + [(p["eps"], p["accuracy"]) for p in sweep])
+      colour, marker = style(name)
+      ax.plot(*zip(*points), color=colour, marker=marker, label=name)
+    ax.set(xlabel=f"{'L∞' if norm == 'inf' else 'L2'} budget ε", ylabel="accuracy (%)",
+           ylim=(-2, 102), title=f"({'ab'[norm == 'l2']}) {title}, PGD {'L∞' if norm == 'inf' else 'L2'}")
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=8, loc="best")
+  return _save(fig, path)

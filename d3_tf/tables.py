@@ -1,0 +1,176 @@
+"""Runs a table and writes results.json and table.md (ours beside the paper's numbers)."""
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from d3_tf import experiment, paper
+
+COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
+
+
+def versions():
+  import art  # pylint: disable=g-import-not-at-top
+  import numpy  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  return {"python": platform.python_version(), "tensorflow": tf.__version__,
+          "tf_keras": tf_keras.__version__, "tensorflow_probability": tfp.__version__,
+          "adversarial_robustness_toolbox": art.__version__, "numpy": numpy.__version__}
+
+
+def git_commit():
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                          text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def load_results(path, binary, preset, settings):
+  """Existing results for the same settings (to resume), a fresh record, or an error."""
+  results = experiment.read_json(path)
+  current = json.loads(json.dumps(dataclasses.asdict(settings)))
+  if results is None:
+    return {"binary": binary, "preset": preset, "settings": current, "rows": {},
+            "wall_seconds": 0.0}
+  if results.get("settings") != current:
+    changed = sorted(k for k in current if results.get("settings", {}).get(k) != current[k])
+    raise experiment.ConfigError(f"{path} holds results made with other settings ({', '.join(changed)}); "
+                     "use another --output_dir or remove that file")
+  return results
+
+
+def save_results(output_dir, results, markdown):
+  experiment.atomic_write(os.path.join(output_dir, "results.json"),
+                          json.dumps(results, indent=1))
+  experiment.atomic_write(os.path.join(output_dir, "table.md"), markdown)
+
+
+def _fmt(value):
+  return "—" if value is None else (value if isinstance(value, str) else f"{value:.1f}")
+
+
+def _delta(ours, ref):
+  if ours is None or ref is None or isinstance(ref, str):
+    return "—"
+  return f"{ours - ref:+.1f}"
+
+
+def table_markdown(results, published, title, clean_reference=None):
+  """Markdown table: for every cell, ours | paper | difference."""
+  s = results["settings"]
+  lines = [f"# {title}", "",
+           f"Preset `{results['preset']}`: {s['n_train'] or 'all'} training images, "
+           f"{s['epochs']} epochs, K={s['num_draws']}, attacks on "
+           f"{next(iter(results['rows'].values()), {}).get('n_eval', '?')} test images, "
+           f"L∞ ε={s['eps']}, PGD {s['pgd_iters']} steps of {s['pgd_step']}. "
+           "Accuracy in %; Δ = ours − paper.", ""]
+  header = "| method |" + "".join(f" {label} | paper | Δ |" for _, label in COLUMNS)
+  lines += [header, "|---" * (1 + 3 * len(COLUMNS)) + "|"]
+  for name, row in results["rows"].items():
+    ref = published.get(name, {})
+    cells = []
+    for key, _ in COLUMNS:
+      ref_value = ref.get(key, clean_reference if key == "clean" else None)
+      cells += [_fmt(row.get(key)), _fmt(ref_value), _delta(row.get(key), ref_value)]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  bb = results.get("blackbox_sets")
+  if bb:
+    lines += ["", "Black-box: PGD examples transferred from locally trained conventional "
+              "surrogates (the paper's MadryLab sets cannot be downloaded offline); the column "
+              "is the lower of: " + ", ".join(
+                  f"{k} (surrogate's own accuracy on its set {v.get('source_adversarial_accuracy', 0):.1f}%)"
+                  for k, v in bb.items()) + "."]
+  return "\n".join(lines) + "\n"
+
+
+def budget_markdown(results, title):
+  """Table 3 layout: PGD accuracy per budget, ours | paper | difference."""
+  budgets = results["budgets"]
+  lines = [f"# {title}", "",
+           f"Preset `{results['preset']}`; PGD {results['settings']['pgd_iters']} steps of "
+           f"{results['settings']['pgd_step']}; 0.0 = clean. Accuracy in %.", "",
+           "| method |" + "".join(f" {b} | paper | Δ |" for b in budgets),
+           "|---" * (1 + 3 * len(budgets)) + "|"]
+  for name, row in results["rows"].items():
+    cells = []
+    for b in budgets:
+      ours = row["budgets"].get(str(b))
+      ref = paper.table3_value(name, b)
+      cells += [_fmt(ours), _fmt(ref), _delta(ours, ref)]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  for name in paper.TABLE3_REFERENCE_ONLY:
+    cells = []
+    for b in budgets:
+      cells += ["—", _fmt(paper.table3_value(name, b)), "—"]
+    lines.append(f"| {name} (Liu et al., quoted) | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+class TableRun:
+  """Resumable bookkeeping around a Runner: skip finished rows, save after each row."""
+
+  def __init__(self, binary, preset, settings, output_dir, render):
+    self.output_dir = output_dir
+    self.path = os.path.join(output_dir, "results.json")
+    self.results = load_results(self.path, binary, preset, settings)
+    self.results.update({"versions": versions(), "git_commit": git_commit(),
+                         "command": " ".join([os.path.basename(sys.executable), "-m",
+                                              f"experiments.{binary}"] + sys.argv[1:])})
+    self.render = render
+    self.t0 = time.time()
+    self.wall0 = self.results.get("wall_seconds", 0.0)
+
+  def done(self, name):
+    return name in self.results["rows"]
+
+  def add(self, name, row):
+    """Records a row; rows are kept in the paper's table order."""
+    rows = dict(self.results["rows"], **{name: row})
+    order = experiment.TABLE_ROWS[self.results["settings"]["dataset"]]
+    self.results["rows"] = {k: rows[k] for k in sorted(rows, key=order.index)}
+    self.save()
+
+  def save(self):
+    self.results["wall_seconds"] = self.wall0 + time.time() - self.t0
+    save_results(self.output_dir, self.results, self.render(self.results))
+
+
+def run_accuracy_table(binary, preset, settings, methods, train, test, output_dir, models_dir,
+                       published, title, clean_reference=None, blackbox=True, log=print):
+  """Tables 1-2: clean / FGSM / PGD / black-box for each method; resumable.
+
+  Rows already in ``output_dir/results.json`` (same settings) are skipped;
+  results, table.md and the figures are rewritten after every row.
+  """
+  from d3_tf import plots  # pylint: disable=g-import-not-at-top
+
+  render = lambda r: table_markdown(r, published, title, clean_reference)
+  run = TableRun(binary, preset, settings, output_dir, render)
+  runner = experiment.Runner(settings, models_dir, train, test, log=log)
+  sets = runner.blackbox_sets() if blackbox else None
+  if sets:
+    run.results["blackbox_sets"] = {name: meta for name, (_, _, meta) in sets.items()}
+  for method in methods:
+    if run.done(method.name):
+      log(f"row {method.name}: already done, skipped")
+      continue
+    run.add(method.name, runner.evaluate(method, sets))
+    log(f"row {method.name}: " + ", ".join(
+        f"{k} {run.results['rows'][method.name].get(k, float('nan')):.1f}"
+        for k, _ in COLUMNS if k in run.results["rows"][method.name]))
+  run.save()
+  figure = "Figure 1" if settings.dataset == "mnist" else None
+  made = [plots.figure1(run.results, os.path.join(output_dir, "figure1.png"), settings.eps)
+          if figure else None,
+          plots.figure_budgets(run.results, os.path.join(
+              output_dir, "figure2.png" if settings.dataset == "mnist" else "figure3.png"),
+                               "MNIST" if settings.dataset == "mnist" else "CIFAR-10")]
+  return run.results, [m for m in made if m]

@@ -1,0 +1,50 @@
+"""Figures 1-3 of Bender et al. (2020) from the table binaries' results.json files.
+
+Figure 1: per-epoch FGSM / PGD accuracy during MNIST training (mnist_table1 logs it).
+Figure 2: MNIST PGD-40 accuracy versus L∞ and L2 budget (mnist_table1 sweeps).
+Figure 3: the same on CIFAR-10 (cifar_table2 sweeps).
+
+  python -m experiments.figures --preset smoke
+"""
+import os
+
+from absl import flags
+
+from d3_tf import experiment, plots
+from experiments import common
+
+_PRESET = flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"],
+                            "Which results to plot (sets the default directories).")
+_MNIST_DIR = flags.DEFINE_string("mnist_dir", None,
+                                 "mnist_table1 output (default results/mnist_table1/<preset>).")
+_CIFAR_DIR = flags.DEFINE_string("cifar_dir", None,
+                                 "cifar_table2 output (default results/cifar_table2/<preset>).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where the PNGs go (default results/figures/<preset>).")
+
+
+def main(argv):
+  del argv
+  preset = _PRESET.value
+  mnist_dir = _MNIST_DIR.value or os.path.join("results", "mnist_table1", preset)
+  cifar_dir = _CIFAR_DIR.value or os.path.join("results", "cifar_table2", preset)
+  out = _OUTPUT_DIR.value or os.path.join("results", "figures", preset)
+  os.makedirs(out, exist_ok=True)
+  made = []
+  mnist = experiment.read_json(os.path.join(mnist_dir, "results.json"))
+  cifar = experiment.read_json(os.path.join(cifar_dir, "results.json"))
+  if mnist is None and cifar is None:
+    raise experiment.ConfigError(f"no results.json in {mnist_dir} or {cifar_dir}; run "
+                                 f"python -m experiments.mnist_table1 --preset {preset} first")
+  if mnist:
+    made.append(plots.figure1(mnist, os.path.join(out, "figure1.png"), mnist["settings"]["eps"]))
+    made.append(plots.figure_budgets(mnist, os.path.join(out, "figure2.png"), "MNIST"))
+  if cifar:
+    made.append(plots.figure_budgets(cifar, os.path.join(out, "figure3.png"), "CIFAR-10"))
+  made = [m for m in made if m]
+  print("figures: " + (", ".join(made) if made else "none (the results hold no epoch logs "
+                       "or sweeps)"))
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,191 @@
+"""The experiment binaries end to end at --preset smoke, resume, and bad input."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tf_keras
+
+from d3_tf import data, experiment
+from experiments import cifar_table3
+from tests.conftest import needs_data_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_binary(name, *args, cwd, timeout=900, data_dir=None):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.pop(data.ENV_VAR, None)
+  if data_dir:
+    env[data.ENV_VAR] = data_dir
+  return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _check_results(out_dir, rows):
+  results = json.load(open(os.path.join(out_dir, "results.json")))
+  assert list(results["rows"]) == rows
+  for row in results["rows"].values():
+    for key in ("clean", "fgsm", "pgd", "blackbox"):
+      assert 0.0 <= row[key] <= 100.0
+  assert results["versions"]["tensorflow"].startswith("2.18")
+  assert results["settings"]["n_train"] == 256 and results["wall_seconds"] > 0
+  table = open(os.path.join(out_dir, "table.md")).read()
+  for name in rows:
+    line = next(l for l in table.splitlines() if l.startswith(f"| {name} |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert len(cells) == 13 and cells[5] != "—" and cells[8] != "—"  # paper FGSM, PGD filled
+  return results
+
+
+def test_mnist_table1_smoke_resumes_without_retraining(tmp_path):
+  common = ["--preset", "smoke", "--output_dir", "out", "--models_dir", "models"]
+  first = run_binary("mnist_table1", "--methods", "CNN,M-S", *common, cwd=tmp_path)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "embedded in the package" in first.stdout
+  _check_results(tmp_path / "out", ["CNN", "M-S"])
+  [model_root] = [p for p in (tmp_path / "models").iterdir() if p.is_dir()]
+  finals = {n: os.path.getmtime(model_root / n / "final" / "weights.index") for n in ("CNN", "M-S")}
+
+  second = run_binary("mnist_table1", *common, cwd=tmp_path)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "row CNN: already done, skipped" in second.stdout
+  assert "row M-S: already done, skipped" in second.stdout
+  results = _check_results(tmp_path / "out", list(experiment.TABLE_ROWS["mnist"]))
+  for name, mtime in finals.items():
+    assert os.path.getmtime(model_root / name / "final" / "weights.index") == mtime
+  assert set(results["blackbox_sets"]) == {"madry_natural", "madry_adversarial"}
+  assert results["rows"]["M-S"]["epochs"]["1"]["pgd"] <= 100
+  assert (tmp_path / "out" / "figure1.png").stat().st_size > 1000
+  assert (tmp_path / "out" / "figure2.png").stat().st_size > 1000
+  assert (model_root / "M-S" / "tensorboard").is_dir()
+
+  third = run_binary("mnist_table1", *common, cwd=tmp_path)
+  assert third.stdout.count("already done, skipped") == 9
+
+  figs = run_binary("figures", "--mnist_dir", "out", "--output_dir", "figs", cwd=tmp_path)
+  assert figs.returncode == 0, figs.stderr[-2000:]
+  assert (tmp_path / "figs" / "figure1.png").exists()
+
+  changed = run_binary("mnist_table1", *common, "--epochs", "2", cwd=tmp_path)
+  assert changed.returncode == 1
+  assert "other settings (epochs)" in changed.stderr.strip().splitlines()[-1]
+
+
+@needs_data_dir
+def test_cifar_binaries_smoke(tmp_path):
+  common = ["--preset", "smoke", "--models_dir", "models"]
+  t2 = run_binary("cifar_table2", "--methods", "VGG16,M-S", "--output_dir", "t2", *common,
+                  cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
+  assert t2.returncode == 0, t2.stderr[-3000:]
+  results = json.load(open(tmp_path / "t2" / "results.json"))
+  assert 0 <= results["rows"]["M-S"]["pgd"] <= 100
+  assert "| VGG16 |" in open(tmp_path / "t2" / "table.md").read()
+  t3 = run_binary("cifar_table3", "--budgets", "0.0,0.015", "--output_dir", "t3", *common,
+                  cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
+  assert t3.returncode == 0, t3.stderr[-3000:]
+  assert "M-S: trained model found, loaded" in t3.stdout  # reused from cifar_table2
+  res3 = json.load(open(tmp_path / "t3" / "results.json"))
+  assert set(res3["rows"]) == {"M-S", "BVGG16-Off", "M-S-Off"}
+  for row in res3["rows"].values():
+    assert set(row["budgets"]) == {"0.0", "0.015"}
+    assert all(0 <= v <= 100 for v in row["budgets"].values())
+  table = open(tmp_path / "t3" / "table.md").read()
+  assert "| M-S | " in table and "88.4" in table and "Adv-BNN" in table
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "M,X"], "unknown method 'X' for mnist; valid: CNN, BNN"),
+    (["--preset", "huge"], "preset"),
+    (["--epochs", "two"], "epochs"),
+])
+def test_bad_flags_fail_clearly(tmp_path, args, message):
+  proc = run_binary("mnist_table1", *args, "--output_dir", "o", cwd=tmp_path, timeout=300)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,message", [
+    ("abc", "not a number"), ("0.1,0.1", "twice"), ("-0.1", "outside"), ("1.5", "outside"),
+    ("0.1,,0.2", "not a number"), ("nan", "outside")])
+def test_budget_parsing_rejects(text, message):
+  with pytest.raises(experiment.ConfigError, match=message):
+    cifar_table3.parse_budgets(text)
+
+
+def test_budget_parsing_accepts():
+  assert cifar_table3.parse_budgets("0.0, 0.015,0.035") == (0.0, 0.015, 0.035)
+
+
+def test_budget_cli_error_is_one_line(tmp_path):
+  proc = run_binary("cifar_table3", "--budgets", "0.015,0.015", cwd=tmp_path, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == "error: budget 0.015 given twice"
+
+
+def test_help_lists_every_flag(tmp_path):
+  proc = run_binary("mnist_table1", "--helpfull", cwd=tmp_path, timeout=300)
+  for flag in ("--preset", "--methods", "--num_draws", "--lambda_m", "--sweep_l2", "--data_dir",
+               "--models_dir", "--output_dir", "--n_train", "--epoch_eval_n"):
+    assert flag in proc.stdout
+
+
+def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small):
+  x, y, xt, yt = mnist_small
+  settings = experiment.Settings(n_train=128, n_eval=8, epochs=3, batch_size=64, num_draws=2)
+  runner = experiment.Runner(settings, str(tmp_path), (x[:128], y[:128]), (xt, yt), log=print)
+  method = experiment.parse_method("M", "mnist")
+
+  class Crash(tf_keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 1:
+        raise KeyboardInterrupt("simulated kill after epoch 2")
+
+  model = runner.build(method, 128)
+  with pytest.raises(KeyboardInterrupt):
+    runner._fit(model, "M", x[:128], y[:128], 3, [Crash()])  # pylint: disable=protected-access
+  log = runner.row_dir("M") + "/log.csv"
+  # header + epochs 0 and 1: both were logged and backed up before the "kill"
+  assert len(open(log).read().strip().splitlines()) == 1 + 2
+  model = runner.build(method, 128)
+  runner._fit(model, "M", x[:128], y[:128], 3)  # pylint: disable=protected-access
+  epochs = [int(l.split(",")[0]) for l in open(log).read().strip().splitlines()[1:]]
+  assert epochs == [0, 1, 2]  # epochs 0-1 not repeated: resumed from the backup
+  assert os.path.exists(runner.row_dir("M") + "/final/weights.index")
+
+
+def test_presets_and_estimate():
+  for (dataset, preset), s in experiment.PRESETS.items():
+    assert s.dataset == dataset
+    assert s.training_hash() == experiment.PRESETS[(dataset, preset)].training_hash()
+  paper_mnist = experiment.PRESETS[("mnist", "paper")]
+  assert paper_mnist.epochs == 100 and paper_mnist.num_draws == 10
+  assert (paper_mnist.lambda_m, paper_mnist.lambda_v, paper_mnist.lambda_s) == (20, 40, 40)
+  cifar = experiment.PRESETS[("cifar10", "paper")]
+  assert (cifar.lambda_m, cifar.lambda_s, cifar.eps, cifar.pgd_step) == (10, 20, 0.03, 0.001)
+  # 9 rows x 100 epochs x 938 steps x 0.45 s
+  np.testing.assert_allclose(experiment.estimate_hours(paper_mnist, 9, 60000),
+                             9 * 100 * 938 * 0.45 / 3600)
+
+
+def test_method_parsing():
+  m = experiment.parse_method("M-V-S-Off", "mnist")
+  assert (m.bayesian, m.penalties, m.off) == (True, "mvs", True)
+  assert not experiment.parse_method("CNN", "mnist").bayesian
+  assert experiment.parse_method("BVGG16-Off", "cifar10").off
+  assert experiment.parse_method("BNN", "mnist").penalties == ""
+  with pytest.raises(experiment.ConfigError, match="valid: VGG16"):
+    experiment.parse_method("CNN", "cifar10")
+
+
+def test_ci_runs_the_readme_test_command():
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  ci = open(os.path.join(ROOT, ".ci", "run")).read()
+  commands = re.findall(r"^pip install .*$", readme, flags=re.M)
+  assert len(commands) == 2
+  assert commands[1] in ci
+  assert "python -m experiments.mnist_table1 --preset smoke" in commands[0]
