@@ -1,12 +1,21 @@
 """d3_tf: Defense Through Diverse Directions (Bender et al., ICML 2020) in TFP.
 
 tfp.layers need Keras 2, so d3_tf uses ``tf_keras`` and makes ``tf.keras``
-resolve to it (TF_USE_LEGACY_KERAS=1) before TensorFlow is first imported;
-ART then sees the same Keras objects as the models.
+resolve to it (TF_USE_LEGACY_KERAS=1) unless tf_keras was already imported;
+ART then sees the same Keras objects as the models. Import d3_tf before
+tf_keras (importing tensorflow first is fine).
 """
 import os
+import sys
+import warnings
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+if "tf_keras" not in sys.modules:
+  os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+elif os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+  # Setting it after tf_keras was imported breaks tensorflow_probability's import.
+  warnings.warn("tf_keras was imported before d3_tf without TF_USE_LEGACY_KERAS=1: tf.keras "
+                "stays Keras 3, which ART's TensorFlowV2Classifier partly relies on. Import "
+                "d3_tf first or set TF_USE_LEGACY_KERAS=1 in the environment.")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from d3_tf import data  # noqa: E402

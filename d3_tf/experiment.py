@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 import zlib
 
@@ -72,6 +73,7 @@ class Settings:
   epoch_eval_pgd_iters: int = 40
   sweep_linf: tuple = ()        # PGD-40 budgets for Figures 2-3 (L-inf)
   sweep_l2: tuple = ()          # and L2
+  sweep_n: int = 0              # test images of the sweeps (0 = the n_eval images)
   seed: int = 0
 
   def training_hash(self):
@@ -193,7 +195,8 @@ class Runner:
     os.makedirs(folder, exist_ok=True)
     t0 = time.time()
     model.fit(
-        data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs, verbose=2,
+        data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs,
+        verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
         callbacks=[tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
                    tf_keras.callbacks.CSVLogger(os.path.join(folder, "log.csv"), append=True),
                    tf_keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard")),
@@ -302,10 +305,11 @@ class Runner:
       per = {name: attacks.accuracy_on(est, xa, ya) for name, (xa, ya, _) in blackbox.items()}
       row["blackbox_per_surrogate"] = per
       row["blackbox"] = min(per.values())
+    n_sweep = s.sweep_n or len(self.xe)
     for norm, budgets in (("inf", s.sweep_linf), ("l2", s.sweep_l2)):
       if budgets:
-        row[f"sweep_{norm}"] = attacks.budget_sweep(est, self.xe, self.ye, budgets, norm,
-                                                    s.pgd_iters)
+        row[f"sweep_{norm}"] = attacks.budget_sweep(est, self.xe[:n_sweep], self.ye[:n_sweep],
+                                                    budgets, norm, s.pgd_iters)
     epochs = read_json(os.path.join(self.row_dir(method.name), "epochs.json"))
     if epochs:
       row["epochs"] = epochs
@@ -328,11 +332,12 @@ PRESETS = {
                                  surrogate_adv_iters=3, epoch_eval_n=16, epoch_eval_pgd_iters=5,
                                  sweep_linf=(0.1, 0.3), sweep_l2=(2.0,)),
     # a few hours on 2 CPU cores: 10k training images, 5 epochs, 1,000 attacked test images,
-    # Figure 2 sweeps on the same 1,000 with PGD-40; adversarial surrogate trained with PGD-10.
+    # Figure 1 on 200 test images per epoch, Figure 2 sweeps (PGD-40) on 200; adversarial
+    # surrogate trained with PGD-10.
     ("mnist", "cpu"): Settings(**_MNIST, n_train=10000, n_eval=1000, epochs=5, batch_size=64,
                                num_draws=10, offline_n=10000, surrogate_epochs=3,
                                surrogate_adv_iters=10, epoch_eval_n=200, epoch_eval_pgd_iters=40,
-                               sweep_linf=(0.1, 0.2, 0.4), sweep_l2=(1.5, 3.0)),
+                               sweep_linf=(0.1, 0.2, 0.4), sweep_l2=(1.5, 3.0), sweep_n=200),
     # the paper: all 60k images, 100 epochs, the full test set. GPU work.
     ("mnist", "paper"): Settings(**_MNIST, epochs=100, batch_size=64, num_draws=10,
                                  surrogate_epochs=100, surrogate_adv_iters=40,
@@ -349,7 +354,7 @@ PRESETS = {
     ("cifar10", "cpu"): Settings(**_CIFAR, width=0.25, n_train=5000, n_eval=200, epochs=3,
                                  batch_size=32, num_draws=10, offline_n=5000,
                                  surrogate_epochs=3, sweep_linf=(0.015, 0.035, 0.055, 0.07),
-                                 sweep_l2=(0.25, 0.5, 1.0)),
+                                 sweep_l2=(0.25, 0.5, 1.0), sweep_n=100),
     ("cifar10", "paper"): Settings(**_CIFAR, epochs=100, batch_size=64, num_draws=10,
                                    surrogate_epochs=100,
                                    sweep_linf=(0.015, 0.035, 0.055, 0.07),

@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 
 from absl import app
 from absl import flags
@@ -48,6 +49,7 @@ _HELP = {
     "epoch_eval_pgd_iters": "PGD iterations of the per-epoch evaluation.",
     "sweep_linf": "L∞ budgets of the PGD sweep (Figures 2-3), comma-separated.",
     "sweep_l2": "L2 budgets of the PGD sweep (Figures 2-3), comma-separated.",
+    "sweep_n": "Test images attacked in the sweeps (0 = the --n_eval images).",
     "seed": "Random seed (data order, initialisation, draws, attacks).",
 }
 _ENUMS = {"variance_variant": ["v1", "v2", "v3"], "y_mode": ["loss", "true_logit", "all_logits"],
@@ -134,6 +136,8 @@ def describe(settings, binary, num_rows, n_train_full):
 def run(main):
   """app.run that turns a DataError or ConfigError from bad input into one line, exit 1."""
   def wrapped(argv):
+    warnings.filterwarnings("ignore", message=".*add_variable.* is deprecated")
+    warnings.filterwarnings("ignore", message="PyTorch not found")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("art").setLevel(logging.WARNING)
     if len(argv) > 1:
