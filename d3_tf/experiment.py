@@ -76,6 +76,11 @@ class Settings:
   sweep_n: int = 0              # test images of the sweeps (0 = the n_eval images)
   seed: int = 0
 
+  @classmethod
+  def from_dict(cls, d):
+    """Settings from results.json (lists back to tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
   def training_hash(self):
     blob = json.dumps({k: getattr(self, k) for k in TRAINING_FIELDS}, sort_keys=True)
     return hashlib.md5(blob.encode()).hexdigest()[:10]
@@ -184,11 +189,14 @@ class Runner:
   def row_dir(self, name):
     return os.path.join(self.root, name)
 
+  def is_trained(self, name):
+    return os.path.exists(os.path.join(self.row_dir(name), "final", "weights.index"))
+
   def _fit(self, model, name, x, y, epochs, callbacks=()):
     """Keras fit with per-epoch backup (resume), CSV and TensorBoard logs; final weights."""
     folder = self.row_dir(name)
     final = os.path.join(folder, "final", "weights")
-    if os.path.exists(final + ".index"):
+    if self.is_trained(name):
       model.load_weights(final).expect_partial()
       self.log(f"  {name}: trained model found, loaded")
       return model
@@ -209,6 +217,10 @@ class Runner:
   def train(self, method):
     """The trained model of a row (trained now, or loaded when already trained)."""
     if method.name in self._models:
+      return self._models[method.name]
+    if self.is_trained(method.name):  # no need for the offline set to load a trained row
+      self._models[method.name] = self._fit(self.build(method, len(self.x)), method.name,
+                                            self.x, self.y, self.s.epochs)
       return self._models[method.name]
     x, y = self.x, self.y
     if method.off:
@@ -265,7 +277,7 @@ class Runner:
     """Madry-style PGD adversarial training through ART (random start, as Madry et al.)."""
     s = self.s
     final = os.path.join(self.row_dir(name), "final", "weights")
-    if os.path.exists(final + ".index"):
+    if self.is_trained(name):
       model.load_weights(final).expect_partial()
       return model
     from art.defences.trainer import AdversarialTrainerMadryPGD  # pylint: disable=g-import-not-at-top

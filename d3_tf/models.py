@@ -93,13 +93,14 @@ class LayerFactory:
         kernel_initializer=tf_keras.initializers.HeNormal(seed=self._next_seed()))
 
 
-_VARIATIONAL = (tfpl.DenseFlipout, tfpl.DenseReparameterization, tfpl.DenseLocalReparameterization,
-                tfpl.Convolution2DFlipout, tfpl.Convolution2DReparameterization)
+VARIATIONAL_LAYERS = (tfpl.DenseFlipout, tfpl.DenseReparameterization,
+                      tfpl.DenseLocalReparameterization, tfpl.Convolution2DFlipout,
+                      tfpl.Convolution2DReparameterization)
 
 
 def bayesian_layers(model):
   """The tfp variational layers inside ``model``, in order."""
-  return [layer for layer in model.submodules if isinstance(layer, _VARIATIONAL)]
+  return [layer for layer in model.submodules if isinstance(layer, VARIATIONAL_LAYERS)]
 
 
 def is_bayesian(model):

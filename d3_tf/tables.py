@@ -11,6 +11,7 @@ import time
 from d3_tf import experiment, paper
 
 COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
+AUDIT_COLUMN = ("audited", "Audited")
 
 
 def versions():
@@ -72,15 +73,23 @@ def table_markdown(results, published, title, clean_reference=None):
            f"{next(iter(results['rows'].values()), {}).get('n_eval', '?')} test images, "
            f"L∞ ε={s['eps']}, PGD {s['pgd_iters']} steps of {s['pgd_step']}. "
            "Accuracy in %; Δ = ours − paper.", ""]
+  audited = any("audited" in row for row in results["rows"].values())
   header = "| method |" + "".join(f" {label} | paper | Δ |" for _, label in COLUMNS)
-  lines += [header, "|---" * (1 + 3 * len(COLUMNS)) + "|"]
+  header += f" {AUDIT_COLUMN[1]} |" if audited else ""
+  lines += [header, "|---" * (1 + 3 * len(COLUMNS) + audited) + "|"]
   for name, row in results["rows"].items():
     ref = published.get(name, {})
     cells = []
     for key, _ in COLUMNS:
       ref_value = ref.get(key, clean_reference if key == "clean" else None)
       cells += [_fmt(row.get(key)), _fmt(ref_value), _delta(row.get(key), ref_value)]
+    if audited:
+      cells.append(_fmt(row.get("audited")))
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if audited:
+    lines += ["", "Audited: per-example worst case over EOT-PGD, APGD-CE/DLR with EOT "
+              "(AutoAttack), Square and transfer attacks on the first test images "
+              "(experiments.audit; details in results.json)."]
   bb = results.get("blackbox_sets")
   if bb:
     lines += ["", "Black-box: PGD examples transferred from locally trained conventional "
@@ -114,6 +123,19 @@ def budget_markdown(results, title):
   return "\n".join(lines) + "\n"
 
 
+def _audit_row(runner, method, row, sets, audit_kwargs, log):
+  from d3_tf import audit  # pylint: disable=g-import-not-at-top
+  kwargs = dict(audit_kwargs)
+  n = min(kwargs.pop("n"), len(runner.xe))
+  transfer = {name: xa[:n] for name, (xa, _, _) in (sets or {}).items()}
+  report = audit.run_audit(runner.train(method), runner.xe[:n], runner.ye[:n], runner.s.eps,
+                           transfer_sets=transfer, whitebox=row["pgd"],
+                           blackbox=row.get("blackbox"), log=log, **kwargs)
+  report.pop("per_example_robust")
+  report.pop("per_example_by_attack")
+  return report["audited_robust_accuracy"], report
+
+
 class TableRun:
   """Resumable bookkeeping around a Runner: skip finished rows, save after each row."""
 
@@ -144,11 +166,14 @@ class TableRun:
 
 
 def run_accuracy_table(binary, preset, settings, methods, train, test, output_dir, models_dir,
-                       published, title, clean_reference=None, blackbox=True, log=print):
+                       published, title, clean_reference=None, blackbox=True, audit_kwargs=None,
+                       log=print):
   """Tables 1-2: clean / FGSM / PGD / black-box for each method; resumable.
 
   Rows already in ``output_dir/results.json`` (same settings) are skipped;
-  results, table.md and the figures are rewritten after every row.
+  results, table.md and the figures are rewritten after every row. With
+  ``audit_kwargs`` (``n`` plus ``audit.run_audit`` arguments), each row also
+  gets its audited robust accuracy (per-example worst case of adaptive attacks).
   """
   from d3_tf import plots  # pylint: disable=g-import-not-at-top
 
@@ -162,7 +187,10 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
     if run.done(method.name):
       log(f"row {method.name}: already done, skipped")
       continue
-    run.add(method.name, runner.evaluate(method, sets))
+    row = runner.evaluate(method, sets)
+    if audit_kwargs:
+      row["audited"], row["audit"] = _audit_row(runner, method, row, sets, audit_kwargs, log)
+    run.add(method.name, row)
     log(f"row {method.name}: " + ", ".join(
         f"{k} {run.results['rows'][method.name].get(k, float('nan')):.1f}"
         for k, _ in COLUMNS if k in run.results["rows"][method.name]))

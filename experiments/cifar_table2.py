@@ -34,7 +34,8 @@ def main(argv):
   out = common.output_dir(BINARY)
   _, figures = tables.run_accuracy_table(
       BINARY, flags.FLAGS.preset, settings, methods, train, test, out, flags.FLAGS.models_dir,
-      paper.TABLE2, "Table 2 — CIFAR-10, L∞ ε = 0.03", None, _BLACKBOX.value)
+      paper.TABLE2, "Table 2 — CIFAR-10, L∞ ε = 0.03", None, _BLACKBOX.value,
+      common.audit_kwargs())
   with open(f"{out}/table.md") as f:
     print(f.read())
   print(f"results: {out}/results.json, {out}/table.md" + "".join(f", {p}" for p in figures))

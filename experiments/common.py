@@ -81,7 +81,26 @@ def define_table_flags(binary, presets_doc):
   flags.DEFINE_string("models_dir", os.path.join("results", "models"),
                       "Where trained models, epoch checkpoints, logs and adversarial sets go; "
                       "shared by the binaries, so rows with equal training settings are reused.")
+  flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
+                    "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset paper, "
+                    "off otherwise.")
+  flags.DEFINE_integer("audit_n", 200, "Test images audited per row with --audit.")
+  flags.DEFINE_list("audit_eot", ["1", "10"], "EOT sample counts R of the audit's EOT-PGD.")
+  flags.DEFINE_integer("audit_steps", 100, "Iterations of the audit's EOT-PGD and APGD.")
+  flags.DEFINE_integer("audit_restarts", 5, "Random restarts of the audit's EOT-PGD and APGD.")
+  flags.DEFINE_integer("audit_square_queries", 1000, "Square attack queries in the audit.")
   define_setting_flags()
+
+
+def audit_kwargs():
+  """run_audit arguments from the --audit* flags, or None when the audit is off."""
+  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset == "paper"
+  if not on:
+    return None
+  eot = tuple(int(r) for r in FLAGS.audit_eot)
+  return {"n": FLAGS.audit_n, "eot": eot, "steps": FLAGS.audit_steps,
+          "restarts": FLAGS.audit_restarts, "apgd_eot": max(eot),
+          "square_queries": FLAGS.audit_square_queries, "seed": FLAGS.seed or 0}
 
 
 def settings_from_flags(dataset):

@@ -32,7 +32,8 @@ def main(argv):
   out = common.output_dir(BINARY)
   _, figures = tables.run_accuracy_table(
       BINARY, flags_.preset, settings, methods, train, test, out, flags_.models_dir,
-      paper.TABLE1, "Table 1 — MNIST, L∞ ε = 0.3", paper.TABLE1_CLEAN, _BLACKBOX.value)
+      paper.TABLE1, "Table 1 — MNIST, L∞ ε = 0.3", paper.TABLE1_CLEAN, _BLACKBOX.value,
+      common.audit_kwargs())
   with open(f"{out}/table.md") as f:
     print(f.read())
   print(f"results: {out}/results.json, {out}/table.md" + "".join(f", {p}" for p in figures))

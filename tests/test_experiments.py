@@ -75,6 +75,28 @@ def test_mnist_table1_smoke_resumes_without_retraining(tmp_path):
   assert "other settings (epochs)" in changed.stderr.strip().splitlines()[-1]
 
 
+def test_audit_column_and_audit_binary(tmp_path):
+  common = ["--preset", "smoke", "--output_dir", "out", "--models_dir", "models"]
+  proc = run_binary("mnist_table1", "--methods", "BNN", "--noblackbox", "--audit",
+                    "--audit_n", "8", "--audit_steps", "3", "--audit_restarts", "1",
+                    "--audit_eot", "1", "--audit_square_queries", "5", *common, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  row = json.load(open(tmp_path / "out" / "results.json"))["rows"]["BNN"]
+  assert 0 <= row["audited"] <= 100 and row["audit"]["n"] == 8
+  header = next(l for l in open(tmp_path / "out" / "table.md") if l.startswith("| method"))
+  assert header.strip().endswith("Audited |")
+  audit = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
+                     "BNN", "--n", "8", "--steps", "3", "--restarts", "1", "--eot", "1",
+                     "--apgd_eot", "1", "--square_queries", "5", "--sanity_n", "8", cwd=tmp_path)
+  assert audit.returncode == 0, audit.stderr[-3000:]
+  report = json.load(open(tmp_path / "out" / "audit.json"))
+  assert report["rows"]["BNN"]["audited_robust_accuracy"] <= report["rows"]["BNN"]["clean"]
+  assert "sanity checks" in open(tmp_path / "out" / "audit.md").read()
+  missing = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
+                       "M-S", cwd=tmp_path)
+  assert missing.returncode == 1 and "row M-S is not trained" in missing.stderr
+
+
 @needs_data_dir
 def test_cifar_binaries_smoke(tmp_path):
   common = ["--preset", "smoke", "--models_dir", "models"]

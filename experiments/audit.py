@@ -1,0 +1,112 @@
+"""Robustness audit of trained table rows: adaptive attacks and sanity checks.
+
+Takes rows trained by mnist_table1 / cifar_table2 (same --preset, or --results_dir) and runs
+EOT-PGD (R fresh weight draws per gradient), APGD-CE/APGD-DLR with EOT through ART's
+AutoAttack, the Square attack, and transfer from the posterior-mean network and the black-box
+surrogates, as a per-example worst case: the "audited robust accuracy". Sanity checks
+(accuracy 0% at ε=1, monotone in ε and steps, white-box ≤ black-box) print pass/fail.
+
+  python -m experiments.audit --table mnist_table1 --preset cpu --methods M-S
+"""
+import glob
+import json
+import os
+
+import numpy as np
+from absl import flags
+
+from d3_tf import advsets, audit, experiment
+from experiments import common
+
+_TABLE = flags.DEFINE_enum("table", "mnist_table1", ["mnist_table1", "cifar_table2"],
+                           "Which table's trained rows to audit.")
+_PRESET = flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"],
+                            "Preset of the table run (sets the default --results_dir).")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None,
+                                   "The table's output dir (default results/<table>/<preset>).")
+_MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join("results", "models"),
+                                  "The table's --models_dir.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where audit.json / audit.md go (default: --results_dir).")
+_METHODS = flags.DEFINE_list("methods", ["M-S"], "Rows to audit (paper shorthand).")
+_N = flags.DEFINE_integer("n", 1000, "Test images audited (the first n of the table's slice).")
+_EPS = flags.DEFINE_float("eps", None, "L∞ budget (default: the table's ε).")
+_EOT = flags.DEFINE_list("eot", ["1", "10"], "EOT sample counts R for EOT-PGD, e.g. 1,10,20,50.")
+_STEPS = flags.DEFINE_integer("steps", 100, "Iterations of EOT-PGD and APGD.")
+_RESTARTS = flags.DEFINE_integer("restarts", 5, "Random restarts of EOT-PGD and APGD.")
+_APGD_EOT = flags.DEFINE_integer("apgd_eot", 10, "EOT samples R of APGD-CE / APGD-DLR.")
+_SQUARE = flags.DEFINE_integer("square_queries", 1000, "Square attack queries (0 = skip).")
+_SANITY_N = flags.DEFINE_integer("sanity_n", 100, "Images used by the sanity checks.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts and restarts.")
+
+
+def markdown(report):
+  lines = ["# Robustness audit", "",
+           f"Per-example worst case over every attack (lower is stronger). ε = {report['eps']}, "
+           f"{report['n']} test images.", "",
+           "| method | clean | paper-protocol PGD | black-box | audited | prediction "
+           "disagreement | sanity checks |", "|---|---|---|---|---|---|---|"]
+  for name, row in report["rows"].items():
+    failed = [c["check"] for c in row["sanity_checks"] if not c["passed"]]
+    bb = row["sanity_numbers"].get("blackbox")
+    lines.append(f"| {name} | {row['clean']:.1f} | {row['sanity_numbers']['whitebox']:.1f} | "
+                 f"{'—' if bb is None else f'{bb:.1f}'} | {row['audited_robust_accuracy']:.1f} "
+                 f"| {row['prediction_disagreement']:.1f} | "
+                 f"{'all pass' if not failed else 'FAIL: ' + '; '.join(failed)} |")
+  for name, row in report["rows"].items():
+    lines += ["", f"## {name}", "", "| attack | examples attacked | accuracy on them | "
+              "audited after |", "|---|---|---|---|"]
+    for attack, a in row["attacks"].items():
+      acc = "—" if a["accuracy_on_attacked"] is None else f"{a['accuracy_on_attacked']:.1f}"
+      lines.append(f"| {attack} | {a['attacked']} | {acc} | {a.get('audited_after', 0):.1f} |")
+    lines += [""] + [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']} ({c['detail']})"
+                     for c in row["sanity_checks"]]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  results_dir = _RESULTS_DIR.value or os.path.join("results", _TABLE.value, _PRESET.value)
+  table = experiment.read_json(os.path.join(results_dir, "results.json"))
+  if table is None:
+    raise experiment.ConfigError(f"no results.json in {results_dir}; run python -m "
+                                 f"experiments.{_TABLE.value} --preset {_PRESET.value} first")
+  settings = experiment.Settings.from_dict(table["settings"])
+  methods = experiment.parse_methods(_METHODS.value, settings.dataset)
+  eot = tuple(int(r) for r in _EOT.value)
+  if any(r < 1 for r in eot) or _STEPS.value < 1 or _RESTARTS.value < 1 or _N.value < 1:
+    raise experiment.ConfigError("--eot values, --steps, --restarts and --n must be >= 1")
+  flags.FLAGS.preset = _PRESET.value  # common.load_table_data reads it
+  train, test = common.load_table_data(settings)
+  runner = experiment.Runner(settings, _MODELS_DIR.value, train, test)
+  n = min(_N.value, len(runner.xe))
+  x, y = runner.xe[:n], runner.ye[:n]
+  transfer = {}
+  for path in sorted(glob.glob(os.path.join(runner.root, "sets", "blackbox_*.npz"))):
+    xa, ya, meta = advsets.load(path)
+    if len(xa) >= n and np.array_equal(ya[:n], y):
+      transfer[meta["source"]] = xa[:n]
+  out = _OUTPUT_DIR.value or results_dir
+  path = os.path.join(out, "audit.json")
+  report = experiment.read_json(path, {"rows": {}})
+  eps = _EPS.value if _EPS.value is not None else settings.eps
+  report.update({"eps": eps, "n": n})
+  for method in methods:
+    if not runner.is_trained(method.name):
+      raise experiment.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
+                                   f"python -m experiments.{_TABLE.value} first")
+    row_table = table["rows"].get(method.name, {})
+    print(f"auditing {method.name}")
+    report["rows"][method.name] = audit.run_audit(
+        runner.train(method), x, y, eps, eot=eot, steps=_STEPS.value, restarts=_RESTARTS.value,
+        apgd_eot=_APGD_EOT.value, square_queries=_SQUARE.value, transfer_sets=transfer,
+        seed=_SEED.value, sanity_n=_SANITY_N.value, whitebox=row_table.get("pgd"),
+        blackbox=row_table.get("blackbox"))
+    experiment.atomic_write(path, json.dumps(report, indent=1))
+    experiment.atomic_write(os.path.join(out, "audit.md"), markdown(report))
+  print(markdown(report))
+  print(f"results: {path}, {os.path.join(out, 'audit.md')}")
+
+
+if __name__ == "__main__":
+  common.run(main)
