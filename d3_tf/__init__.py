@@ -23,3 +23,5 @@ from d3_tf.penalties import omega_mean, omega_sparse, omega_var, unit_gradients,
 from d3_tf.training import D3Model, build  # noqa: E402,F401
 
 __version__ = "0.1.0"
+__all__ = ["D3Model", "build", "data", "omega_mean", "omega_sparse", "omega_var",
+           "unit_gradients", "unit_vectors"]

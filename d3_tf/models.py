@@ -30,7 +30,6 @@ Choices where the paper is silent (also in docs/reproduction.md):
 - Conventional counterparts use tf_keras Conv2D/Dense with the same shapes.
 """
 
-import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 

@@ -46,7 +46,7 @@ def main(argv):
   budgets = parse_budgets(_BUDGETS.value)
   settings = common.settings_from_flags("cifar10")
   methods = experiment.parse_methods(list(ROWS), "cifar10")
-  common.describe(settings, BINARY, len(methods), 50000)
+  common.describe(settings, BINARY, len(methods), common.N_TRAIN_FULL["cifar10"])
   train, test = common.load_table_data(settings)
   out = common.output_dir(BINARY)
   run = tables.TableRun(BINARY, flags.FLAGS.preset, settings, out,
@@ -69,9 +69,7 @@ def main(argv):
       run.add(method.name, row)
       print(f"row {method.name}: eps {b} -> {res['adversarial']:.1f}%")
   run.save()
-  with open(f"{out}/table.md") as f:
-    print(f.read())
-  print(f"results: {out}/results.json, {out}/table.md")
+  common.print_outputs(out)
 
 
 if __name__ == "__main__":

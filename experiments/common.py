@@ -9,7 +9,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from d3_tf import data, experiment
+from d3_tf import data, experiment, tables
 
 FLAGS = flags.FLAGS
 
@@ -73,8 +73,14 @@ def define_setting_flags():
       flags.DEFINE_string(f.name, None, help_text)
 
 
-def define_table_flags(binary, presets_doc):
+def define_table_flags(binary, presets_doc, dataset=None):
+  """Flags of every table binary; with ``dataset`` also --methods and --blackbox."""
   flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"], presets_doc)
+  if dataset:
+    flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default all): "
+                      f"{', '.join(experiment.TABLE_ROWS[dataset])}.")
+    flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
+                      "black-box column.")
   flags.DEFINE_string("output_dir", None,
                       f"Where results.json, table.md and the PNGs go "
                       f"(default: results/{binary}/<preset>).")
@@ -150,6 +156,28 @@ def describe(settings, binary, num_rows, n_train_full):
     hours = experiment.estimate_hours(settings, num_rows, n_train_full)
     print(f"estimate: training alone is ~{hours:,.0f} h on 2 CPU cores "
           f"(~{hours / 24:,.1f} days); plan for one or more GPUs")
+
+
+N_TRAIN_FULL = {"mnist": 60000, "cifar10": 50000}
+
+
+def accuracy_table_main(binary, dataset, published, title, clean_reference=None):
+  """The whole of mnist_table1 / cifar_table2 once their flags are parsed."""
+  settings = settings_from_flags(dataset)
+  methods = experiment.parse_methods(FLAGS.methods or experiment.TABLE_ROWS[dataset], dataset)
+  describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
+  train, test = load_table_data(settings)
+  out = output_dir(binary)
+  _, figures = tables.run_accuracy_table(
+      binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
+      title, clean_reference, FLAGS.blackbox, audit_kwargs())
+  print_outputs(out, figures)
+
+
+def print_outputs(out, extra=()):
+  with open(os.path.join(out, "table.md")) as f:
+    print(f.read())
+  print(f"results: {out}/results.json, {out}/table.md" + "".join(f", {p}" for p in extra))
 
 
 def run(main):

@@ -4,7 +4,6 @@
   python -m experiments.data_check --dataset cifar10 --data_dir DIR
 """
 import numpy as np
-from absl import app
 from absl import flags
 
 from experiments import common
