@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from d3_tf import attacks
+from d3_tf import attacks, distribute
 
 
 def weights_fingerprint(model):
@@ -71,8 +71,9 @@ def generate_or_load(path, source_model, x, y, eps, eps_step, max_iter=40, norm=
                                 desc=f"adversarial set {os.path.basename(path)}")
   meta["source_clean_accuracy"] = res["clean"]
   meta["source_adversarial_accuracy"] = res["adversarial"]
-  save(path, res["x_adv"], y, meta)
-  return load(path)
+  if distribute.is_chief():
+    save(path, res["x_adv"], y, meta)
+  return res["x_adv"].astype(np.float32), y.astype(np.int64), meta
 
 
 def append(x, y, x_adv, y_adv):

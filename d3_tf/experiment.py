@@ -21,9 +21,10 @@ import time
 import zlib
 
 import numpy as np
+import tensorflow as tf
 import tf_keras
 
-from d3_tf import advsets, attacks, data, training
+from d3_tf import advsets, attacks, data, distribute, training
 
 CONVENTIONAL = {"mnist": "CNN", "cifar10": "VGG16"}
 BAYES_PLAIN = {"mnist": "BNN", "cifar10": "BVGG16"}
@@ -117,6 +118,9 @@ def parse_methods(names, dataset):
 
 
 def atomic_write(path, text):
+  """Writes ``text`` to ``path`` atomically (rename); only the chief writes."""
+  if not distribute.is_chief():
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
@@ -159,9 +163,10 @@ class EpochAttackLog(tf_keras.callbacks.Callback):
 class Runner:
   """Trains and evaluates the rows of one table under one Settings."""
 
-  def __init__(self, settings, models_dir, train, test, log=print):
+  def __init__(self, settings, models_dir, train, test, log=print, strategy=None):
     self.s = settings
     self.log = log
+    self.strategy = strategy or tf.distribute.get_strategy()
     (self.x, self.y), (xt, yt) = train, test
     n_eval = settings.n_eval or len(xt)
     self.xe, self.ye = xt[:n_eval], yt[:n_eval]
@@ -178,12 +183,13 @@ class Runner:
     lam = {p: getattr(s, f"lambda_{p}") if p in method.penalties else 0.0 for p in "mvs"}
     arch_kwargs = {"width": s.width} if s.arch == "vgg16" else None
     tf_keras.utils.set_random_seed(s.seed + zlib.crc32(method.name.encode()) % 10000)
-    model = training.build(
-        s.arch, bayesian=method.bayesian, seed=s.seed, estimator=s.estimator,
-        arch_kwargs=arch_kwargs, num_draws=s.num_draws, lambda_m=lam["m"], lambda_v=lam["v"],
-        lambda_s=lam["s"], variance_variant=s.variance_variant, y_mode=s.y_mode,
-        n_train=n_train, kl_weight=s.kl_weight)
-    model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
+    with self.strategy.scope():
+      model = training.build(
+          s.arch, bayesian=method.bayesian, seed=s.seed, estimator=s.estimator,
+          arch_kwargs=arch_kwargs, num_draws=s.num_draws, lambda_m=lam["m"], lambda_v=lam["v"],
+          lambda_s=lam["s"], variance_variant=s.variance_variant, y_mode=s.y_mode,
+          n_train=n_train, kl_weight=s.kl_weight)
+      model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
     return model
 
   def row_dir(self, name):
@@ -201,15 +207,16 @@ class Runner:
       self.log(f"  {name}: trained model found, loaded")
       return model
     os.makedirs(folder, exist_ok=True)
+    logs = distribute.writable(folder)  # other workers log to a scratch folder
     t0 = time.time()
     model.fit(
         data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs,
-        verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, else a line
         callbacks=[tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
-                   tf_keras.callbacks.CSVLogger(os.path.join(folder, "log.csv"), append=True),
-                   tf_keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard")),
+                   tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
+                   tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard")),
                    *callbacks])
-    model.save_weights(final)
+    model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
     atomic_write(os.path.join(folder, "train_time.json"),
                  json.dumps({"seconds": time.time() - t0, "epochs": epochs, "n": len(x)}))
     return model
@@ -262,9 +269,10 @@ class Runner:
       specs = [("vgg16_natural", "vgg16", False)]
     for name, arch, adversarial in specs:
       tf_keras.utils.set_random_seed(s.seed + 1000 + len(out))
-      model = training.build(arch, bayesian=False, seed=s.seed + 1000 + len(out),
-                             arch_kwargs={"width": s.width} if arch == "vgg16" else None)
-      model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
+      with self.strategy.scope():
+        model = training.build(arch, bayesian=False, seed=s.seed + 1000 + len(out),
+                               arch_kwargs={"width": s.width} if arch == "vgg16" else None)
+        model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
       if adversarial:
         model = self._adversarial_fit(model, name)
       else:
@@ -289,7 +297,7 @@ class Runner:
                                          max_iter=s.surrogate_adv_iters, num_random_init=1)
     np.random.seed(s.seed)
     trainer.fit(self.x, np.eye(10, dtype=np.float32)[self.y])
-    model.save_weights(final)
+    model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
     return model
 
   def blackbox_sets(self):

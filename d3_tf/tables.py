@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from d3_tf import experiment, paper
+from d3_tf import distribute, experiment, paper
 
 COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
 AUDIT_COLUMN = ("audited", "Audited")
@@ -167,7 +167,7 @@ class TableRun:
 
 def run_accuracy_table(binary, preset, settings, methods, train, test, output_dir, models_dir,
                        published, title, clean_reference=None, blackbox=True, audit_kwargs=None,
-                       log=print):
+                       log=print, strategy=None):
   """Tables 1-2: clean / FGSM / PGD / black-box for each method; resumable.
 
   Rows already in ``output_dir/results.json`` (same settings) are skipped;
@@ -179,7 +179,7 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
 
   render = lambda r: table_markdown(r, published, title, clean_reference)
   run = TableRun(binary, preset, settings, output_dir, render)
-  runner = experiment.Runner(settings, models_dir, train, test, log=log)
+  runner = experiment.Runner(settings, models_dir, train, test, log=log, strategy=strategy)
   sets = runner.blackbox_sets() if blackbox else None
   if sets:
     run.results["blackbox_sets"] = {name: meta for name, (_, _, meta) in sets.items()}
@@ -195,6 +195,8 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
         f"{k} {run.results['rows'][method.name].get(k, float('nan')):.1f}"
         for k, _ in COLUMNS if k in run.results["rows"][method.name]))
   run.save()
+  if not distribute.is_chief():
+    return run.results, []
   figure = "Figure 1" if settings.dataset == "mnist" else None
   made = [plots.figure1(run.results, os.path.join(output_dir, "figure1.png"), settings.eps)
           if figure else None,

@@ -128,9 +128,12 @@ class D3Model(tf_keras.Model):
 
   def train_step(self, data):
     x, y = data
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
       terms = self.compute_terms(x, y, training=True)
-    grads = tape.gradient(terms["loss"], self.trainable_variables)
+      # Gradients are summed over replicas: divide so the update uses the GLOBAL batch mean.
+      scaled = terms["loss"] / float(replicas)
+    grads = tape.gradient(scaled, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
     return self._update_metrics(terms, y)
 

@@ -9,7 +9,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from d3_tf import data, experiment, tables
+from d3_tf import data, distribute, experiment, tables
 
 FLAGS = flags.FLAGS
 
@@ -90,6 +90,9 @@ def define_table_flags(binary, presets_doc, dataset=None):
   flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
                     "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset paper, "
                     "off otherwise.")
+  flags.DEFINE_enum("distribute", "none", list(distribute.STRATEGIES),
+                    "tf.distribute strategy: none, mirrored (all local GPUs) or multi_worker "
+                    "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
   flags.DEFINE_integer("audit_n", 200, "Test images audited per row with --audit.")
   flags.DEFINE_list("audit_eot", ["1", "10"], "EOT sample counts R of the audit's EOT-PGD.")
   flags.DEFINE_integer("audit_steps", 100, "Iterations of the audit's EOT-PGD and APGD.")
@@ -164,14 +167,19 @@ N_TRAIN_FULL = {"mnist": 60000, "cifar10": 50000}
 def accuracy_table_main(binary, dataset, published, title, clean_reference=None):
   """The whole of mnist_table1 / cifar_table2 once their flags are parsed."""
   settings = settings_from_flags(dataset)
+  try:
+    strategy = distribute.make_strategy(FLAGS.distribute)
+  except ValueError as e:
+    raise experiment.ConfigError(str(e)) from None
   methods = experiment.parse_methods(FLAGS.methods or experiment.TABLE_ROWS[dataset], dataset)
   describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
   train, test = load_table_data(settings)
   out = output_dir(binary)
   _, figures = tables.run_accuracy_table(
       binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
-      title, clean_reference, FLAGS.blackbox, audit_kwargs())
-  print_outputs(out, figures)
+      title, clean_reference, FLAGS.blackbox, audit_kwargs(), strategy=strategy)
+  if distribute.is_chief():
+    print_outputs(out, figures)
 
 
 def print_outputs(out, extra=()):
