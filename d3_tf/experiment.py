@@ -198,14 +198,21 @@ class Runner:
   def is_trained(self, name):
     return os.path.exists(os.path.join(self.row_dir(name), "final", "weights.index"))
 
+  def _final(self, name):
+    return os.path.join(self.row_dir(name), "final", "weights")
+
+  def _load(self, model, name):
+    model.load_weights(self._final(name)).expect_partial()
+    self.log(f"  {name}: trained model found, loaded")
+    return model
+
+  def _save(self, model, name):
+    final = self._final(name)
+    model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
+
   def _fit(self, model, name, x, y, epochs, callbacks=()):
     """Keras fit with per-epoch backup (resume), CSV and TensorBoard logs; final weights."""
     folder = self.row_dir(name)
-    final = os.path.join(folder, "final", "weights")
-    if self.is_trained(name):
-      model.load_weights(final).expect_partial()
-      self.log(f"  {name}: trained model found, loaded")
-      return model
     os.makedirs(folder, exist_ok=True)
     logs = distribute.writable(folder)  # other workers log to a scratch folder
     t0 = time.time()
@@ -216,19 +223,20 @@ class Runner:
                    tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
                    tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard")),
                    *callbacks])
-    model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
+    self._save(model, name)
     atomic_write(os.path.join(folder, "train_time.json"),
                  json.dumps({"seconds": time.time() - t0, "epochs": epochs, "n": len(x)}))
     return model
 
   def train(self, method):
     """The trained model of a row (trained now, or loaded when already trained)."""
-    if method.name in self._models:
-      return self._models[method.name]
-    if self.is_trained(method.name):  # no need for the offline set to load a trained row
-      self._models[method.name] = self._fit(self.build(method, len(self.x)), method.name,
-                                            self.x, self.y, self.s.epochs)
-      return self._models[method.name]
+    if method.name not in self._models:
+      self._models[method.name] = self._load_or_train(method)
+    return self._models[method.name]
+
+  def _load_or_train(self, method):
+    if self.is_trained(method.name):  # loading a row needs no offline set
+      return self._load(self.build(method, len(self.x)), method.name)
     x, y = self.x, self.y
     if method.off:
       xa, ya = self.offline_set()
@@ -242,8 +250,7 @@ class Runner:
                                       os.path.join(self.row_dir(method.name), "epochs.json")))
     self.log(f"row {method.name}: training on {len(x)} images for {self.s.epochs} epochs "
              f"(K={model.num_draws}, penalties={method.penalties or 'none'})")
-    self._models[method.name] = self._fit(model, method.name, x, y, self.s.epochs, callbacks)
-    return self._models[method.name]
+    return self._fit(model, method.name, x, y, self.s.epochs, callbacks)
 
   def conventional(self):
     return self.train(parse_method(CONVENTIONAL[self.s.dataset], self.s.dataset))
@@ -273,7 +280,9 @@ class Runner:
         model = training.build(arch, bayesian=False, seed=s.seed + 1000 + len(out),
                                arch_kwargs={"width": s.width} if arch == "vgg16" else None)
         model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
-      if adversarial:
+      if self.is_trained(name):
+        model = self._load(model, name)
+      elif adversarial:
         model = self._adversarial_fit(model, name)
       else:
         self.log(f"surrogate {name}: training")
@@ -284,10 +293,6 @@ class Runner:
   def _adversarial_fit(self, model, name):
     """Madry-style PGD adversarial training through ART (random start, as Madry et al.)."""
     s = self.s
-    final = os.path.join(self.row_dir(name), "final", "weights")
-    if self.is_trained(name):
-      model.load_weights(final).expect_partial()
-      return model
     from art.defences.trainer import AdversarialTrainerMadryPGD  # pylint: disable=g-import-not-at-top
     self.log(f"surrogate {name}: PGD-{s.surrogate_adv_iters} adversarial training (ART)")
     est = attacks.classifier(model, optimizer=tf_keras.optimizers.Adam(s.learning_rate))
@@ -297,7 +302,7 @@ class Runner:
                                          max_iter=s.surrogate_adv_iters, num_random_init=1)
     np.random.seed(s.seed)
     trainer.fit(self.x, np.eye(10, dtype=np.float32)[self.y])
-    model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
+    self._save(model, name)
     return model
 
   def blackbox_sets(self):
