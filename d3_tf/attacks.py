@@ -27,18 +27,29 @@ PGD_DEFAULTS = {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
 class DrawAverage:
   """Callable ``x -> mean_k logits(x; θ_k)``: one forward pass = K head draws.
 
+  The deterministic trunk runs once and only the head K times, so the
+  gradient of the average also needs one trunk backward pass (autodiff sums
+  the K head cotangents at the trunk output before going through the trunk).
+
   Args:
     model: a ``D3Model``.
     num_draws: K for attacks and inference; defaults to the model's training K.
+    trunk_once: False runs the whole network per draw (same values, K trunk
+      passes: only for benchmarks).
   """
 
-  def __init__(self, model, num_draws=None):
+  def __init__(self, model, num_draws=None, trunk_once=True):
     self.model = model
     self.num_draws = int(num_draws or model.num_draws) if model.bayesian else 1
+    self.trunk_once = trunk_once
     self._fn = tf.function(self._average, reduce_retracing=True)
 
   def _average(self, x, training=False):
-    logits = self.model.draw_logits(x, training=training, num_draws=self.num_draws)
+    if self.trunk_once:
+      logits = self.model.draw_logits(x, training=training, num_draws=self.num_draws)
+    else:
+      logits = [self.model.draw_logits(x, training=training, num_draws=1)[0]
+                for _ in range(self.num_draws)]
     return tf.add_n(logits) / float(len(logits))
 
   def __call__(self, x, training=False):
@@ -49,18 +60,19 @@ class DrawAverage:
     return self.model.trainable_variables
 
 
-def classifier(model, num_draws=None, optimizer=None):
+def classifier(model, num_draws=None, optimizer=None, trunk_once=True):
   """An ART ``TensorFlowV2Classifier`` over the K-draw logit average of ``model``.
 
   Args:
     model: a ``D3Model`` (conventional or Bayesian).
     num_draws: K used by every forward pass (default: the model's K).
     optimizer: only needed when ART trains the model (adversarial training).
+    trunk_once: see :class:`DrawAverage`.
   """
   input_shape = tuple(model.trunk.input_shape[1:])
   nb_classes = int(model.head.output_shape[-1])
   return TensorFlowV2Classifier(
-      model=DrawAverage(model, num_draws), nb_classes=nb_classes, input_shape=input_shape,
+      model=DrawAverage(model, num_draws, trunk_once), nb_classes=nb_classes, input_shape=input_shape,
       # SUM: ART's loss_gradient then returns each example's own loss gradient.
       loss_object=tf_keras.losses.CategoricalCrossentropy(
           from_logits=True, reduction=tf_keras.losses.Reduction.SUM),

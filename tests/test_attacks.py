@@ -144,3 +144,16 @@ def test_saved_set_round_trip_and_cache(trained_cnn, tmp_path):
   assert meta3["source_fingerprint"] != meta["source_fingerprint"]  # regenerated
   xx, yy = advsets.append(x[:16], y[:16], xa, ya)
   assert xx.shape[0] == 32 and yy.shape == (32,)
+
+
+def test_trunk_once_equals_full_passes(mnist_small):
+  model = d3_tf.build("mnist_cnn", num_draws=3)
+  x = tf.constant(mnist_small[2][:4])
+  y = np.eye(10, dtype=np.float32)[mnist_small[3][:4]]
+  grads = {}
+  for trunk_once in (True, False):
+    est = attacks.classifier(model, trunk_once=trunk_once)
+    tf.random.set_seed(11)
+    grads[trunk_once] = (est.predict(x.numpy()), est.loss_gradient(x.numpy(), y))
+  np.testing.assert_allclose(grads[True][0], grads[False][0], atol=1e-5)
+  np.testing.assert_allclose(grads[True][1], grads[False][1], atol=1e-5)
