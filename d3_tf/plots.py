@@ -7,6 +7,7 @@ variants share their base colour and carry "+" markers.
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402  pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _COLOURS = {"M": "tab:blue", "M-V": "tab:orange", "M-S": "tab:green", "M-V-S": "tab:red"}
@@ -39,6 +40,11 @@ def figure1(results, path, eps):
       xs = sorted(int(e) for e in epochs)
       colour, marker = style(name)
       ax.plot(xs, [epochs[str(e)][key] for e in xs], color=colour, marker=marker, label=name)
+    all_epochs = sorted({int(e) for epochs in rows.values() for e in epochs})
+    if len(all_epochs) <= 20:
+      ax.set_xticks(all_epochs)
+    else:
+      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(-2, 102),
            title=f"({'ab'[key == 'pgd']}) {label} L∞ ε = {eps}")
     ax.grid(alpha=0.3)
