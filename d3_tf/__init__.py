@@ -18,10 +18,18 @@ elif os.environ.get("TF_USE_LEGACY_KERAS") != "1":
                 "d3_tf first or set TF_USE_LEGACY_KERAS=1 in the environment.")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from d3_tf import data  # noqa: E402
-from d3_tf.penalties import omega_mean, omega_sparse, omega_var, unit_gradients, unit_vectors  # noqa: E402,F401
-from d3_tf.training import D3Model, build  # noqa: E402,F401
-
+_EXPORTS = {"omega_mean": "penalties", "omega_sparse": "penalties", "omega_var": "penalties",
+            "unit_gradients": "penalties", "unit_vectors": "penalties",
+            "D3Model": "training", "build": "training"}
 __version__ = "0.1.0"
-__all__ = ["D3Model", "build", "data", "omega_mean", "omega_sparse", "omega_var",
-           "unit_gradients", "unit_vectors"]
+__all__ = ["data"] + sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  """Lazy exports: ``from d3_tf import data`` does not start TensorFlow."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"d3_tf.{_EXPORTS[name]}"), name)
+  if name == "data":
+    return importlib.import_module("d3_tf.data")
+  raise AttributeError(f"module 'd3_tf' has no attribute {name!r}")
