@@ -161,7 +161,7 @@ def eot_pgd(estimator, eps, steps, restarts, norm="inf", seed=0, batch_size=128)
       pgd = ProjectedGradientDescent(estimator, norm=attacks._norm(norm), eps=eps,  # pylint: disable=protected-access
                                      eps_step=2.5 * eps / steps, max_iter=steps,
                                      num_random_init=1 if r > 0 or restarts > 1 else 0,
-                                     batch_size=batch_size, verbose=False)
+                                     batch_size=batch_size, verbose=True)
       idx = np.flatnonzero(alive)
       cand = pgd.generate(x[idx], y=one_hot(y[idx], estimator.nb_classes))
       x_adv[idx] = cand
@@ -174,7 +174,7 @@ def apgd(estimator, eps, steps, restarts, norm="inf", batch_size=128):
   """ART APGD with the estimator's (EOT) loss."""
   return AutoProjectedGradientDescent(estimator, norm=attacks._norm(norm), eps=eps,  # pylint: disable=protected-access
                                       eps_step=2 * eps, max_iter=steps, nb_random_init=restarts,
-                                      batch_size=batch_size, loss_type=None, verbose=False)
+                                      batch_size=batch_size, loss_type=None, verbose=True)
 
 
 def autoattack(estimators, eps, steps, restarts, norm="inf", batch_size=128):
@@ -189,7 +189,7 @@ def autoattack(estimators, eps, steps, restarts, norm="inf", batch_size=128):
 def square(estimator, eps, queries, norm="inf", batch_size=128, seed=0):
   np.random.seed(seed)
   return SquareAttack(estimator, norm=attacks._norm(norm), eps=eps, max_iter=queries,  # pylint: disable=protected-access
-                      nb_restarts=1, batch_size=batch_size, verbose=False)
+                      nb_restarts=1, batch_size=batch_size, verbose=True)
 
 
 def prediction_disagreement(estimator, x, batch_size=256):
