@@ -165,7 +165,16 @@ def omega_sparse(u):
 
 
 def penalty_terms(u, variant="v3", alpha=1.0, which=("m", "v", "s")):
-  """The per-example penalties named in ``which`` as a dict {"m"|"v"|"s": [N]}."""
+  """The per-example penalties named in ``which``: {"m": Eq. 14, "v": Eq. 15-17, "s": Eq. 18}.
+
+  Args:
+    u: [K, N, D] unit gradient directions.
+    variant, alpha: see :func:`omega_var`.
+    which: penalty names to compute (the others cost nothing).
+
+  Returns:
+    dict name -> [N] tensor.
+  """
   fns = {"m": omega_mean,
          "v": lambda v: omega_var(v, variant, alpha),
          "s": omega_sparse}

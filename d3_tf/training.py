@@ -116,10 +116,11 @@ class D3Model(tf_keras.Model):
     loss = ce + terms["kl"]
     if self.active:
       u = penalties.unit_gradients(input_tape, sums, x)  # [J, K, N, D]
+      # Per output j: per-example penalties [N]; averaged over outputs and the batch.
+      per_output = [penalties.penalty_terms(u[j], self.variance_variant, self.alpha, self.active)
+                    for j in range(u.shape[0])]
       for name in self.active:
-        fn = {"m": penalties.omega_mean, "s": penalties.omega_sparse,
-              "v": lambda v: penalties.omega_var(v, self.variance_variant, self.alpha)}[name]
-        omega = tf.reduce_mean(tf.stack([fn(u[j]) for j in range(u.shape[0])]))
+        omega = tf.reduce_mean(tf.stack([p[name] for p in per_output]))
         terms[f"omega_{name}"] = omega
         loss += self.lambdas[name] * omega
     del input_tape

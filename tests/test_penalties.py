@@ -144,3 +144,10 @@ def test_scalar_outputs_modes():
                              lse - [3.0, 0.5], rtol=1e-6)
   with pytest.raises(ValueError, match="unknown y_mode"):
     penalties.scalar_outputs(logits, labels, "logit")
+
+
+def test_penalty_terms_selects(random_u):
+  terms = penalties.penalty_terms(random_u, "v1", which=("m", "v"))
+  assert set(terms) == {"m", "v"}
+  np.testing.assert_allclose(terms["v"], penalties.omega_var(random_u, "v1"))
+  np.testing.assert_allclose(terms["m"], penalties.omega_mean(random_u))
