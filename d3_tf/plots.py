@@ -4,6 +4,8 @@ Penalised models in colour, unpenalised in grey; offline-adversarial ("-Off")
 variants share their base colour and carry "+" markers.
 """
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -23,9 +25,12 @@ def style(name):
 
 
 def _save(fig, path):
+  """Writes the PNG atomically (a temporary file renamed into place)."""
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  tmp = f"{path}.tmp.png"
+  fig.savefig(tmp, dpi=120)
   plt.close(fig)
+  os.replace(tmp, path)
   return path
 
 
