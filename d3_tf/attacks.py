@@ -122,7 +122,8 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
   """Clean and adversarial accuracy (%) of ``estimator`` on (x, y).
 
   Args:
-    estimator: an ART classifier (see :func:`classifier`).
+    estimator: an ART classifier (see :func:`classifier`), or a D3Model, which
+      is wrapped with its own K.
     x, y: images in [0, 1] and int labels.
     attack: an ART evasion attack, or None (clean only: adversarial = clean).
     batch_size: images per attack call (progress bar steps).
@@ -132,6 +133,8 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
     dict with "clean" and "adversarial" accuracy in percent, "n", and "x_adv"
     when asked.
   """
+  if not isinstance(estimator, TensorFlowV2Classifier):
+    estimator = classifier(estimator)
   clean_hits, adv_hits, advs = 0, 0, []
   for start in tqdm(range(0, len(x), batch_size), desc=desc, leave=False):
     xb, yb = x[start:start + batch_size], y[start:start + batch_size]

@@ -25,6 +25,7 @@ def test_attack_ordering_and_balls(trained_cnn):
   est = attacks.classifier(model)
   clean = attacks.robust_accuracy(est, x, y, None)
   assert clean["clean"] == clean["adversarial"] > 70.0
+  assert attacks.robust_accuracy(model, x, y, None)["clean"] == clean["clean"]  # model wrapped
   fg = attacks.robust_accuracy(est, x, y, attacks.fgsm(est, 0.3), return_adv=True)
   pg = attacks.robust_accuracy(est, x, y, attacks.pgd(est, 0.3, 0.01, 40), return_adv=True)
   assert pg["adversarial"] <= fg["adversarial"] <= clean["clean"]
