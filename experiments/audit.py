@@ -76,7 +76,6 @@ def main(argv):
   eot = tuple(int(r) for r in _EOT.value)
   if any(r < 1 for r in eot) or _STEPS.value < 1 or _RESTARTS.value < 1 or _N.value < 1:
     raise experiment.ConfigError("--eot values, --steps, --restarts and --n must be >= 1")
-  flags.FLAGS.preset = _PRESET.value  # common.load_table_data reads it
   train, test = common.load_table_data(settings)
   runner = experiment.Runner(settings, _MODELS_DIR.value, train, test)
   n = min(_N.value, len(runner.xe))
