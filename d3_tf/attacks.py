@@ -79,7 +79,8 @@ def classifier(model, num_draws=None, optimizer=None, trunk_once=True):
       optimizer=optimizer, clip_values=(0.0, 1.0))
 
 
-def _norm(norm):
+def norm_value(norm):
+  """"inf"/"linf" -> np.inf, "2"/"l2" -> 2 (ART's norm argument)."""
   key = str(norm).lower()
   if key not in NORMS:
     raise ValueError(f"unknown norm {norm!r}; choose from {sorted(NORMS)}")
@@ -88,17 +89,17 @@ def _norm(norm):
 
 def fgsm(estimator, eps, norm="inf", batch_size=128):
   """ART FGSM (Eq. 3): one step of size ε along the sign (L∞) or the L2 direction."""
-  return FastGradientMethod(estimator, norm=_norm(norm), eps=eps, batch_size=batch_size)
+  return FastGradientMethod(estimator, norm=norm_value(norm), eps=eps, batch_size=batch_size)
 
 
 def pgd(estimator, eps, eps_step, max_iter=40, norm="inf", random_start=False,
-        batch_size=128, seed=None):
+        batch_size=128, seed=None, verbose=False):
   """ART PGD (Eq. 4): ``max_iter`` steps of ``eps_step``, projected to the ε-ball."""
   if seed is not None:
     np.random.seed(seed)  # ART draws its random start from numpy's global generator
   return ProjectedGradientDescent(
-      estimator, norm=_norm(norm), eps=eps, eps_step=eps_step, max_iter=max_iter,
-      num_random_init=1 if random_start else 0, batch_size=batch_size, verbose=False)
+      estimator, norm=norm_value(norm), eps=eps, eps_step=eps_step, max_iter=max_iter,
+      num_random_init=1 if random_start else 0, batch_size=batch_size, verbose=verbose)
 
 
 def make_attack(estimator, name, eps, norm="inf", eps_step=None, max_iter=40,
@@ -111,6 +112,11 @@ def make_attack(estimator, name, eps, norm="inf", eps_step=None, max_iter=40,
   if name == "pgd":
     return pgd(estimator, eps, eps_step, max_iter, norm, random_start, batch_size)
   raise ValueError(f"unknown attack {name!r}; choose fgsm or pgd")
+
+
+def one_hot(y, num_classes=10):
+  """Int labels -> float32 one-hot rows, as ART's attacks and trainers take them."""
+  return np.eye(num_classes, dtype=np.float32)[y]
 
 
 def predict_labels(estimator, x, batch_size=256):
@@ -143,7 +149,7 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
     if attack is None:
       xa, adv_pred = xb, clean_pred
     else:
-      xa = attack.generate(xb, y=np.eye(estimator.nb_classes, dtype=np.float32)[yb])
+      xa = attack.generate(xb, y=one_hot(yb, estimator.nb_classes))
       adv_pred = predict_labels(estimator, xa, batch_size)
     adv_hits += int(np.sum(adv_pred == yb))
     if return_adv:

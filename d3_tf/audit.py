@@ -22,8 +22,7 @@ attack's accuracy on the examples it saw is reported too.
 import numpy as np
 import tensorflow as tf
 import tf_keras
-from art.attacks.evasion import (AutoAttack, AutoProjectedGradientDescent,
-                                 ProjectedGradientDescent, SquareAttack)
+from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import TensorFlowV2Classifier
 
 from d3_tf import attacks, models, training
@@ -113,7 +112,11 @@ class Cascade:
     self.attacks = {}
     self.per_example = {}
 
-  def _record(self, name, idx, ok):
+  def _attack(self, name, adversarial):
+    """``adversarial(idx) -> x_adv`` for the targeted examples; updates the worst case."""
+    idx = np.arange(len(self.x)) if self.every_example else np.flatnonzero(self.robust)
+    ok = correct(self.estimator, adversarial(idx), self.y[idx]) if len(idx) else \
+        np.zeros(0, bool)
     self.robust[idx[~ok]] = False
     full = np.ones(len(self.x), bool)
     full[idx] = ok
@@ -124,29 +127,17 @@ class Cascade:
     self.log(f"  {name}: {int(ok.sum())}/{len(idx)} survive, audited accuracy "
              f"{self.attacks[name]['audited_after']:.1f}%")
 
-  def _targets(self):
-    return np.arange(len(self.x)) if self.every_example else np.flatnonzero(self.robust)
-
   def run(self, name, generate):
-    """``generate(x, y) -> x_adv`` on the targeted examples; updates the worst case."""
-    idx = self._targets()
-    x_adv = generate(self.x[idx], self.y[idx]) if len(idx) else self.x[idx]
-    ok = correct(self.estimator, x_adv, self.y[idx]) if len(idx) else np.zeros(0, bool)
-    self._record(name, idx, ok)
+    """An attack ``generate(x, y) -> x_adv``, run on the targeted examples only."""
+    self._attack(name, lambda idx: generate(self.x[idx], self.y[idx]))
 
   def fixed_set(self, name, x_adv):
     """A transfer attack with precomputed examples aligned with ``self.x``."""
-    idx = self._targets()
-    ok = correct(self.estimator, x_adv[idx], self.y[idx]) if len(idx) else np.zeros(0, bool)
-    self._record(name, idx, ok)
+    self._attack(name, lambda idx: x_adv[idx])
 
   @property
   def audited(self):
     return 100.0 * float(self.robust.mean())
-
-
-def one_hot(y, n=10):
-  return np.eye(n, dtype=np.float32)[y]
 
 
 def eot_pgd(estimator, eps, steps, restarts, norm="inf", seed=0, batch_size=128):
@@ -157,13 +148,11 @@ def eot_pgd(estimator, eps, steps, restarts, norm="inf", seed=0, batch_size=128)
     for r in range(restarts):
       if not alive.any():
         break
-      np.random.seed(seed + r)
-      pgd = ProjectedGradientDescent(estimator, norm=attacks._norm(norm), eps=eps,  # pylint: disable=protected-access
-                                     eps_step=2.5 * eps / steps, max_iter=steps,
-                                     num_random_init=1 if r > 0 or restarts > 1 else 0,
-                                     batch_size=batch_size, verbose=True)
+      pgd = attacks.pgd(estimator, eps, 2.5 * eps / steps, steps, norm,
+                        random_start=restarts > 1, batch_size=batch_size, seed=seed + r,
+                        verbose=True)
       idx = np.flatnonzero(alive)
-      cand = pgd.generate(x[idx], y=one_hot(y[idx], estimator.nb_classes))
+      cand = pgd.generate(x[idx], y=attacks.one_hot(y[idx], estimator.nb_classes))
       x_adv[idx] = cand
       alive[idx] = correct(estimator, cand, y[idx])
     return x_adv
@@ -172,7 +161,7 @@ def eot_pgd(estimator, eps, steps, restarts, norm="inf", seed=0, batch_size=128)
 
 def apgd(estimator, eps, steps, restarts, norm="inf", batch_size=128):
   """ART APGD with the estimator's (EOT) loss."""
-  return AutoProjectedGradientDescent(estimator, norm=attacks._norm(norm), eps=eps,  # pylint: disable=protected-access
+  return AutoProjectedGradientDescent(estimator, norm=attacks.norm_value(norm), eps=eps,
                                       eps_step=2 * eps, max_iter=steps, nb_random_init=restarts,
                                       batch_size=batch_size, loss_type=None, verbose=True)
 
@@ -180,7 +169,7 @@ def apgd(estimator, eps, steps, restarts, norm="inf", batch_size=128):
 def autoattack(estimators, eps, steps, restarts, norm="inf", batch_size=128):
   """ART AutoAttack over APGD-CE and APGD-DLR, both with EOT gradients."""
   ce, dlr = estimators
-  return AutoAttack(ce, norm=attacks._norm(norm), eps=eps, eps_step=2 * eps,  # pylint: disable=protected-access
+  return AutoAttack(ce, norm=attacks.norm_value(norm), eps=eps, eps_step=2 * eps,
                     attacks=[apgd(ce, eps, steps, restarts, norm, batch_size),
                              apgd(dlr, eps, steps, restarts, norm, batch_size)],
                     batch_size=batch_size)
@@ -188,7 +177,7 @@ def autoattack(estimators, eps, steps, restarts, norm="inf", batch_size=128):
 
 def square(estimator, eps, queries, norm="inf", batch_size=128, seed=0):
   np.random.seed(seed)
-  return SquareAttack(estimator, norm=attacks._norm(norm), eps=eps, max_iter=queries,  # pylint: disable=protected-access
+  return SquareAttack(estimator, norm=attacks.norm_value(norm), eps=eps, max_iter=queries,
                       nb_restarts=1, batch_size=batch_size, verbose=True)
 
 
@@ -274,11 +263,11 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
                                           seed, batch_size))
   ests = (eot_classifier(model, apgd_eot), eot_classifier(model, apgd_eot, loss="dlr"))
   cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", lambda xs, ys: autoattack(
-      ests, eps, steps, restarts, norm, batch_size).generate(xs, y=one_hot(ys, est.nb_classes)))
+      ests, eps, steps, restarts, norm, batch_size).generate(xs, y=attacks.one_hot(ys, est.nb_classes)))
   if square_queries:
     cascade.run(f"square:{square_queries}q", lambda xs, ys: square(
         est, eps, square_queries, norm, batch_size, seed).generate(
-            xs, y=one_hot(ys, est.nb_classes)))
+            xs, y=attacks.one_hot(ys, est.nb_classes)))
   n = min(sanity_n, len(x))
   make_pgd = lambda e, step, iters: attacks.pgd(est, e, step, iters, norm, batch_size=batch_size)
   numbers = sanity_numbers(est, x[:n], y[:n], eps, make_pgd, norm)

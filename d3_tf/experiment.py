@@ -301,7 +301,7 @@ class Runner:
                                          batch_size=s.batch_size, eps=s.eps, eps_step=step,
                                          max_iter=s.surrogate_adv_iters, num_random_init=1)
     np.random.seed(s.seed)
-    trainer.fit(self.x, np.eye(10, dtype=np.float32)[self.y])
+    trainer.fit(self.x, attacks.one_hot(self.y))
     self._save(model, name)
     return model
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from art.attacks.evasion import ProjectedGradientDescent
 
 import d3_tf
 from d3_tf import attacks, audit, data
@@ -42,19 +43,19 @@ def test_eot_one_sample_equals_plain_pgd(tiny_models):
   kwargs = dict(norm=np.inf, eps=0.2, eps_step=0.02, max_iter=10, num_random_init=1,
                 verbose=False)
   np.random.seed(5)
-  plain = audit.ProjectedGradientDescent(attacks.classifier(cnn), **kwargs).generate(
-      x, y=audit.one_hot(y))
+  plain = ProjectedGradientDescent(attacks.classifier(cnn), **kwargs).generate(
+      x, y=attacks.one_hot(y))
   np.random.seed(5)
-  eot = audit.ProjectedGradientDescent(audit.eot_classifier(cnn, 1), **kwargs).generate(
-      x, y=audit.one_hot(y))
+  eot = ProjectedGradientDescent(audit.eot_classifier(cnn, 1), **kwargs).generate(
+      x, y=attacks.one_hot(y))
   np.testing.assert_allclose(eot, plain, atol=1e-6)
 
 
 def test_eot_averages_fresh_draws(tiny_models):
   bnn, _, x, y = tiny_models
   one, many = audit.eot_classifier(bnn, 1), audit.eot_classifier(bnn, 8)
-  g1 = np.stack([one.loss_gradient(x[:4], audit.one_hot(y[:4])) for _ in range(4)])
-  g8 = np.stack([many.loss_gradient(x[:4], audit.one_hot(y[:4])) for _ in range(4)])
+  g1 = np.stack([one.loss_gradient(x[:4], attacks.one_hot(y[:4])) for _ in range(4)])
+  g8 = np.stack([many.loss_gradient(x[:4], attacks.one_hot(y[:4])) for _ in range(4)])
   assert g8.std(0).mean() < g1.std(0).mean()
 
 
