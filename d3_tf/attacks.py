@@ -161,6 +161,13 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
   return out
 
 
+def white_box(estimator, x, y, eps, eps_step, max_iter=40):
+  """The paper's white-box columns: {"clean", "fgsm", "pgd"} accuracy (%) at L∞ ``eps``."""
+  fg = robust_accuracy(estimator, x, y, fgsm(estimator, eps), desc="FGSM")
+  pg = robust_accuracy(estimator, x, y, pgd(estimator, eps, eps_step, max_iter), desc="PGD")
+  return {"clean": fg["clean"], "fgsm": fg["adversarial"], "pgd": pg["adversarial"]}
+
+
 def accuracy_on(estimator, x, y, batch_size=256):
   """Accuracy (%) on fixed inputs, e.g. a saved black-box adversarial set."""
   return 100.0 * float(np.mean(predict_labels(estimator, x, batch_size) == y))

@@ -147,12 +147,8 @@ class EpochAttackLog(tf_keras.callbacks.Callback):
     self.estimator = attacks.classifier(self.model)
 
   def on_epoch_end(self, epoch, logs=None):
-    est = self.estimator
-    fg = attacks.robust_accuracy(est, self.x, self.y, attacks.fgsm(est, self.eps), desc="FGSM")
-    pg = attacks.robust_accuracy(
-        est, self.x, self.y, attacks.pgd(est, self.eps, self.pgd_step, self.pgd_iters),
-        desc="PGD")
-    entry = {"clean": fg["clean"], "fgsm": fg["adversarial"], "pgd": pg["adversarial"]}
+    entry = attacks.white_box(self.estimator, self.x, self.y, self.eps, self.pgd_step,
+                              self.pgd_iters)
     history = read_json(self.path, {})
     history[str(epoch + 1)] = entry
     atomic_write(self.path, json.dumps(history, indent=1, sort_keys=True))
@@ -321,11 +317,8 @@ class Runner:
     est = attacks.classifier(model)
     self.log(f"row {method.name}: attacking {len(self.xe)} test images "
              f"(eps={s.eps}, PGD {s.pgd_iters} x {s.pgd_step}, K={model.num_draws})")
-    fg = attacks.robust_accuracy(est, self.xe, self.ye, attacks.fgsm(est, s.eps), desc="FGSM")
-    pg = attacks.robust_accuracy(est, self.xe, self.ye,
-                                 attacks.pgd(est, s.eps, s.pgd_step, s.pgd_iters), desc="PGD")
-    row = {"clean": fg["clean"], "fgsm": fg["adversarial"], "pgd": pg["adversarial"],
-           "n_eval": len(self.xe)}
+    row = dict(attacks.white_box(est, self.xe, self.ye, s.eps, s.pgd_step, s.pgd_iters),
+               n_eval=len(self.xe))
     if blackbox:
       per = {name: attacks.accuracy_on(est, xa, ya) for name, (xa, ya, _) in blackbox.items()}
       row["blackbox_per_surrogate"] = per

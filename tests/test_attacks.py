@@ -29,6 +29,8 @@ def test_attack_ordering_and_balls(trained_cnn):
   fg = attacks.robust_accuracy(est, x, y, attacks.fgsm(est, 0.3), return_adv=True)
   pg = attacks.robust_accuracy(est, x, y, attacks.pgd(est, 0.3, 0.01, 40), return_adv=True)
   assert pg["adversarial"] <= fg["adversarial"] <= clean["clean"]
+  assert attacks.white_box(est, x, y, 0.3, 0.01, 40) == {  # deterministic model: same numbers
+      "clean": clean["clean"], "fgsm": fg["adversarial"], "pgd": pg["adversarial"]}
   for res in (fg, pg):
     assert np.abs(res["x_adv"] - x).max() <= 0.3 + 1e-6
     assert res["x_adv"].min() >= 0.0 and res["x_adv"].max() <= 1.0
