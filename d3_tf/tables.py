@@ -28,8 +28,11 @@ def versions():
 def git_commit():
   here = os.path.dirname(os.path.abspath(__file__))
   try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                          text=True, timeout=10, check=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                            text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    return commit + ("+uncommitted-changes" if dirty else "")
   except (OSError, subprocess.SubprocessError):
     return None
 
@@ -190,6 +193,8 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
     row = runner.evaluate(method, sets)
     if audit_kwargs:
       row["audited"], row["audit"] = _audit_row(runner, method, row, sets, audit_kwargs, log)
+    row["provenance"] = {"git_commit": run.results["git_commit"],
+                         "command": run.results["command"]}
     run.add(method.name, row)
     log(f"row {method.name}: " + ", ".join(
         f"{k} {run.results['rows'][method.name].get(k, float('nan')):.1f}"

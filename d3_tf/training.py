@@ -21,6 +21,7 @@ from d3_tf.models import bayesian_layers, is_bayesian
 
 tfd = tfp.distributions
 PENALTIES = ("m", "v", "s")
+PENALTY_REDUCTIONS = ("sum", "mean")
 
 
 class D3Model(tf_keras.Model):
@@ -35,13 +36,16 @@ class D3Model(tf_keras.Model):
     variance_variant: "v1", "v2" or "v3" (Eq. 15-17); the paper uses "v3".
     alpha: softmin temperature of "v2".
     y_mode: which scalar y is differentiated (see ``penalties.scalar_outputs``).
+    penalty_reduction: "sum" uses Eq. (14)-(18) as printed (sums over the D
+      input dimensions); "mean" divides each Ω by D before weighting it by λ
+      (a mean over input dimensions; see docs/reproduction.md, "Known gap").
     n_train: training-set size N; the KL is divided by it once per step.
     kl_weight: extra factor on the KL (1.0 = the ELBO).
   """
 
   def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
                variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
-               kl_weight=1.0, **kwargs):
+               kl_weight=1.0, penalty_reduction="sum", **kwargs):
     super().__init__(**kwargs)
     self.trunk = trunk
     self.head = head
@@ -55,6 +59,10 @@ class D3Model(tf_keras.Model):
       raise ValueError(f"unknown y_mode {y_mode!r}; choose from {penalties.Y_MODES}")
     if num_draws < 1:
       raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+    if penalty_reduction not in PENALTY_REDUCTIONS:
+      raise ValueError(f"unknown penalty_reduction {penalty_reduction!r}; "
+                       f"choose from {PENALTY_REDUCTIONS}")
+    self.penalty_reduction = penalty_reduction
     self.num_draws = int(num_draws) if self.bayesian else 1
     self.variance_variant = variance_variant
     self.alpha = float(alpha)
@@ -73,7 +81,8 @@ class D3Model(tf_keras.Model):
     return {"num_draws": self.num_draws, "lambda_m": self.lambdas["m"],
             "lambda_v": self.lambdas["v"], "lambda_s": self.lambdas["s"],
             "variance_variant": self.variance_variant, "alpha": self.alpha,
-            "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight}
+            "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
+            "penalty_reduction": self.penalty_reduction}
 
   def draw_logits(self, x, training=False, num_draws=None):
     """Logits of each draw: list of K tensors [N, M] (trunk run once)."""
@@ -119,10 +128,11 @@ class D3Model(tf_keras.Model):
       # Per output j: per-example penalties [N]; averaged over outputs and the batch.
       per_output = [penalties.penalty_terms(u[j], self.variance_variant, self.alpha, self.active)
                     for j in range(u.shape[0])]
+      scale = 1.0 if self.penalty_reduction == "sum" else 1.0 / float(u.shape[-1])
       for name in self.active:
         omega = tf.reduce_mean(tf.stack([p[name] for p in per_output]))
-        terms[f"omega_{name}"] = omega
-        loss += self.lambdas[name] * omega
+        terms[f"omega_{name}"] = omega  # logged as printed (Eq. 14-18)
+        loss += self.lambdas[name] * scale * omega
     del input_tape
     terms["loss"] = loss
     return terms

@@ -36,6 +36,8 @@ _HELP = {
     "lambda_s": "λS, weight of the non-sparse penalty ΩS (Eq. 18) in rows with S.",
     "variance_variant": "ΩV variant: v1 (Eq. 15), v2 (Eq. 16), v3 (Eq. 17, the paper's).",
     "y_mode": "Scalar y whose input gradient is normalised: loss, true_logit or all_logits.",
+    "penalty_reduction": "sum: Eq. 14-18 as printed (sums over the D input dims); mean: each Ω "
+                         "divided by D before λ (docs/reproduction.md, 'Known gap').",
     "estimator": "Bayesian layer estimator: flipout or reparameterization.",
     "kl_weight": "Factor on the KL term (1.0 = the ELBO, KL / N_train).",
     "eps": "L∞ budget of FGSM, PGD and the black-box sets, in [0,1] pixel units.",
@@ -53,6 +55,7 @@ _HELP = {
     "seed": "Random seed (data order, initialisation, draws, attacks).",
 }
 _ENUMS = {"variance_variant": ["v1", "v2", "v3"], "y_mode": ["loss", "true_logit", "all_logits"],
+          "penalty_reduction": ["sum", "mean"],
           "estimator": ["flipout", "reparameterization"]}
 _TUNABLE = [f for f in dataclasses.fields(experiment.Settings) if f.name in _HELP]
 
@@ -88,28 +91,38 @@ def define_table_flags(binary, presets_doc, dataset=None):
                       "Where trained models, epoch checkpoints, logs and adversarial sets go; "
                       "shared by the binaries, so rows with equal training settings are reused.")
   flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
-                    "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset paper, "
-                    "off otherwise.")
+                    "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset cpu and "
+                    "paper, off for smoke.")
   flags.DEFINE_enum("distribute", "none", list(distribute.STRATEGIES),
                     "tf.distribute strategy: none, mirrored (all local GPUs) or multi_worker "
                     "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
-  flags.DEFINE_integer("audit_n", 200, "Test images audited per row with --audit.")
-  flags.DEFINE_list("audit_eot", ["1", "10"], "EOT sample counts R of the audit's EOT-PGD.")
-  flags.DEFINE_integer("audit_steps", 100, "Iterations of the audit's EOT-PGD and APGD.")
-  flags.DEFINE_integer("audit_restarts", 5, "Random restarts of the audit's EOT-PGD and APGD.")
-  flags.DEFINE_integer("audit_square_queries", 1000, "Square attack queries in the audit.")
+  flags.DEFINE_integer("audit_n", None, "Test images audited per row with --audit. "
+                       "Default: 100 for --preset cpu, 200 otherwise.")
+  flags.DEFINE_list("audit_eot", None, "EOT sample counts R of the audit's EOT-PGD. "
+                    "Default: 1,4 for --preset cpu, 1,10 otherwise.")
+  flags.DEFINE_integer("audit_steps", None, "Iterations of the audit's EOT-PGD and APGD. "
+                       "Default: 50 for --preset cpu, 100 otherwise.")
+  flags.DEFINE_integer("audit_restarts", None, "Random restarts of the audit's EOT-PGD and "
+                       "APGD. Default: 1 for --preset cpu, 5 otherwise.")
+  flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit. "
+                       "Default: 500 for --preset cpu, 1000 otherwise.")
   define_setting_flags()
 
 
 def audit_kwargs():
   """run_audit arguments from the --audit* flags, or None when the audit is off."""
-  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset == "paper"
+  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset != "smoke"
   if not on:
     return None
-  eot = tuple(int(r) for r in FLAGS.audit_eot)
-  return {"n": FLAGS.audit_n, "eot": eot, "steps": FLAGS.audit_steps,
-          "restarts": FLAGS.audit_restarts, "apgd_eot": max(eot),
-          "square_queries": FLAGS.audit_square_queries, "seed": FLAGS.seed or 0}
+  cpu = FLAGS.preset == "cpu"
+  pick = lambda value, cpu_default, default: value if value is not None else (
+      cpu_default if cpu else default)
+  eot = tuple(int(r) for r in pick(FLAGS.audit_eot, ["1", "4"], ["1", "10"]))
+  return {"n": pick(FLAGS.audit_n, 100, 200), "eot": eot,
+          "steps": pick(FLAGS.audit_steps, 50, 100),
+          "restarts": pick(FLAGS.audit_restarts, 1, 5), "apgd_eot": max(eot),
+          "square_queries": pick(FLAGS.audit_square_queries, 500, 1000),
+          "seed": FLAGS.seed or 0}
 
 
 def settings_from_flags(dataset):

@@ -129,3 +129,20 @@ def test_bad_arguments():
     d3_tf.build("mnist_cnn", y_mode="logits")
   with pytest.raises(ValueError, match="estimator"):
     models.mnist_cnn(estimator="mc")
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_penalty_reduction_weights_omegas(mnist_small, reduction):
+  x, y = tf.constant(mnist_small[0][:8]), tf.constant(mnist_small[1][:8])
+  model = d3_tf.build("mnist_cnn", num_draws=3, lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
+                      penalty_reduction=reduction, n_train=100)
+  terms = model.compute_terms(x, y)
+  scale = 1.0 if reduction == "sum" else 1.0 / 784
+  expected = float(terms["ce"]) + float(terms["kl"]) + scale * (
+      20 * float(terms["omega_m"]) + 40 * float(terms["omega_v"]) +
+      40 * float(terms["omega_s"]))
+  np.testing.assert_allclose(float(terms["loss"]), expected, rtol=1e-5)
+  # the logged ΩS is the printed one: -E||u||_1 lies in [-sqrt(D), -1]
+  assert -28.0 - 1e-3 <= float(terms["omega_s"]) <= -1.0 + 1e-5
+  with pytest.raises(ValueError, match="penalty_reduction"):
+    d3_tf.build("mnist_cnn", num_draws=2, lambda_m=1.0, penalty_reduction="max")
