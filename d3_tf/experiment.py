@@ -36,8 +36,9 @@ TABLE_ROWS = {
 # Fields that change what a trained model is: part of the model folder's hash.
 TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size", "num_draws",
                    "learning_rate", "lambda_m", "lambda_v", "lambda_s", "variance_variant",
-                   "y_mode", "penalty_reduction", "estimator", "kl_weight", "seed", "eps", "pgd_step", "offline_iters",
-                   "offline_n", "surrogate_epochs", "surrogate_adv_iters")
+                   "y_mode", "penalty_reduction", "draws_mode", "estimator", "kl_weight", "seed",
+                   "eps", "pgd_step", "offline_iters", "offline_n", "surrogate_epochs",
+                   "surrogate_adv_iters")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class Settings:
   variance_variant: str = "v3"
   y_mode: str = "loss"
   penalty_reduction: str = "sum"  # "sum": Eq. 14-18 as printed; "mean": each Ω / D
+  draws_mode: str = "loop"      # "loop": K head calls (reference); "vectorized": batched draws
   estimator: str = "flipout"
   kl_weight: float = 1.0
   eps: float = 0.3              # L-inf budget of FGSM / PGD / black-box
@@ -185,7 +187,8 @@ class Runner:
           s.arch, bayesian=method.bayesian, seed=s.seed, estimator=s.estimator,
           arch_kwargs=arch_kwargs, num_draws=s.num_draws, lambda_m=lam["m"], lambda_v=lam["v"],
           lambda_s=lam["s"], variance_variant=s.variance_variant, y_mode=s.y_mode,
-          n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction)
+          n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction,
+          draws_mode=s.draws_mode)
       model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
     return model
 
@@ -341,8 +344,10 @@ class Runner:
 # ------------------------------------------------------------------ presets
 _MNIST = dict(dataset="mnist", arch="mnist_cnn", lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
               eps=0.3, pgd_step=0.01)
+# draws_mode per model from benchmarks/train_step.py: on MNIST batching the draws gains little,
+# so the reference loop (with tfp's Flipout) stays; VGG16 runs its draws vectorized.
 _CIFAR = dict(dataset="cifar10", arch="vgg16", lambda_m=10.0, lambda_v=40.0, lambda_s=20.0,
-              eps=0.03, pgd_step=0.001)
+              eps=0.03, pgd_step=0.001, draws_mode="vectorized")
 PRESETS = {
     # seconds to a couple of minutes: plumbing check on the embedded MNIST slice.
     ("mnist", "smoke"): Settings(**{**_MNIST, "pgd_step": 0.05}, n_train=256, n_eval=32,

@@ -12,16 +12,19 @@ One training step (Sec. 4.5, 5.2, 5.2.1):
 Inference (``call``/``test_step``) averages the LOGITS over K draws.
 """
 
+import contextlib
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from d3_tf import penalties
+from d3_tf import penalties, vectorized
 from d3_tf.models import bayesian_layers, is_bayesian
 
 tfd = tfp.distributions
 PENALTIES = ("m", "v", "s")
 PENALTY_REDUCTIONS = ("sum", "mean")
+DRAWS_MODES = ("loop", "vectorized")
 
 
 class D3Model(tf_keras.Model):
@@ -39,13 +42,19 @@ class D3Model(tf_keras.Model):
     penalty_reduction: "sum" uses Eq. (14)-(18) as printed (sums over the D
       input dimensions); "mean" divides each Ω by D before weighting it by λ
       (a mean over input dimensions; see docs/reproduction.md, "Known gap").
+    draws_mode: "loop" calls the head K times, each call drawing fresh weights
+      (the paper's K passes; the reference). "vectorized" draws the K weight
+      samples of every Bayesian layer at once and runs them as one batched
+      computation, with one batched trunk backward pass for the K input
+      gradients (``d3_tf.vectorized``). Same distribution of draws; faster
+      where batching pays (see benchmarks/train_step.py).
     n_train: training-set size N; the KL is divided by it once per step.
     kl_weight: extra factor on the KL (1.0 = the ELBO).
   """
 
   def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
                variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
-               kl_weight=1.0, penalty_reduction="sum", **kwargs):
+               kl_weight=1.0, penalty_reduction="sum", draws_mode="loop", **kwargs):
     super().__init__(**kwargs)
     self.trunk = trunk
     self.head = head
@@ -63,6 +72,11 @@ class D3Model(tf_keras.Model):
       raise ValueError(f"unknown penalty_reduction {penalty_reduction!r}; "
                        f"choose from {PENALTY_REDUCTIONS}")
     self.penalty_reduction = penalty_reduction
+    if draws_mode not in DRAWS_MODES:
+      raise ValueError(f"unknown draws_mode {draws_mode!r}; choose from {DRAWS_MODES}")
+    self.draws_mode = draws_mode if is_bayesian(head) else "loop"
+    if self.draws_mode == "vectorized":
+      vectorized.head_layers(head)  # fails early for unsupported heads
     self.num_draws = int(num_draws) if self.bayesian else 1
     self.variance_variant = variance_variant
     self.alpha = float(alpha)
@@ -82,12 +96,16 @@ class D3Model(tf_keras.Model):
             "lambda_v": self.lambdas["v"], "lambda_s": self.lambdas["s"],
             "variance_variant": self.variance_variant, "alpha": self.alpha,
             "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
-            "penalty_reduction": self.penalty_reduction}
+            "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode}
 
   def draw_logits(self, x, training=False, num_draws=None):
     """Logits of each draw: list of K tensors [N, M] (trunk run once)."""
     h = self.trunk(x, training=training)
-    return [self.head(h, training=training) for _ in range(num_draws or self.num_draws)]
+    num_draws = num_draws or self.num_draws
+    if self.draws_mode == "vectorized":
+      logits = vectorized.apply_head(self.head, h, vectorized.kernel_noise(self.head, num_draws))
+      return tf.unstack(logits)
+    return [self.head(h, training=training) for _ in range(num_draws)]
 
   def call(self, x, training=False):
     """Logits averaged over K draws (the paper's inference rule, Sec. 5.2)."""
@@ -107,24 +125,30 @@ class D3Model(tf_keras.Model):
       return tf.constant(0.0)
     return self.kl_weight * tf.add_n(kls) / float(self.n_train)
 
-  def compute_terms(self, x, y, training=True):
+  def compute_terms(self, x, y, training=True, noise=None):
     """All loss terms of Eq. (19) for one batch, differentiable w.r.t. the weights.
+
+    Args:
+      x, y: a batch.
+      training: passed to the trunk (batch norm).
+      noise: optional ε per Bayesian layer, [K, *kernel_shape] each
+        (``vectorized.kernel_noise``): fixes the K weight samples
+        θ_k = μ + σ ε_k, so that both draws modes see the same draws. With
+        ``draws_mode="loop"`` this needs reparameterization layers.
 
     Returns:
       dict with "loss", "ce", "kl", "logits" (averaged) and "omega_<p>" for
       each active penalty p (batch means).
     """
-    with tf.GradientTape(persistent=True) as input_tape:
-      input_tape.watch(x)
-      logits = self.draw_logits(x, training=training)
-      sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
-          if self.active else None
-    ce = tf.add_n([tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(y, tf.int32), logits=l)) for l in logits]) / float(len(logits))
-    terms = {"ce": ce, "kl": self.kl(), "logits": tf.add_n(logits) / float(len(logits))}
+    x = tf.convert_to_tensor(x)
+    draws = self._draws_vectorized if self.draws_mode == "vectorized" else self._draws_loop
+    logits, u = draws(x, y, training, noise)  # [K, N, M], [J, K, N, D] or None
+    labels = tf.tile(tf.cast(y, tf.int32), [logits.shape[0]])
+    ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=tf.reshape(logits, [-1, logits.shape[-1]])))
+    terms = {"ce": ce, "kl": self.kl(), "logits": tf.reduce_mean(logits, axis=0)}
     loss = ce + terms["kl"]
     if self.active:
-      u = penalties.unit_gradients(input_tape, sums, x)  # [J, K, N, D]
       # Per output j: per-example penalties [N]; averaged over outputs and the batch.
       per_output = [penalties.penalty_terms(u[j], self.variance_variant, self.alpha, self.active)
                     for j in range(u.shape[0])]
@@ -133,9 +157,45 @@ class D3Model(tf_keras.Model):
         omega = tf.reduce_mean(tf.stack([p[name] for p in per_output]))
         terms[f"omega_{name}"] = omega  # logged as printed (Eq. 14-18)
         loss += self.lambdas[name] * scale * omega
-    del input_tape
     terms["loss"] = loss
     return terms
+
+  def _draws_loop(self, x, y, training, noise):
+    """K head calls on one trunk output; K backward passes for the input gradients."""
+    with tf.GradientTape(persistent=True) as input_tape:
+      input_tape.watch(x)
+      h = self.trunk(x, training=training)
+      logits = []
+      for k in range(self.num_draws):
+        with _injected(self.head, noise, k):
+          logits.append(self.head(h, training=training))
+      sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
+          if self.active else None
+    u = penalties.unit_gradients(input_tape, sums, x) if self.active else None
+    del input_tape
+    return tf.stack(logits), u
+
+  def _draws_vectorized(self, x, y, training, noise):
+    """The K draws batched; one head and one (vectorised) trunk backward pass."""
+    noise = noise if noise is not None else vectorized.kernel_noise(self.head, self.num_draws)
+    with tf.GradientTape(persistent=True) as input_tape:
+      input_tape.watch(x)
+      h = self.trunk(x, training=training)
+      if not self.active:
+        return vectorized.apply_head(self.head, h, noise), None
+      # A per-draw copy of h separates the K cotangents in one head backward pass.
+      h_k = tf.broadcast_to(h[None], [self.num_draws] + h.shape.as_list())
+      logits = vectorized.apply_head(self.head, h_k, noise, per_draw_input=True)
+      outputs = penalties.scalar_outputs(
+          tf.reshape(logits, [-1, logits.shape[-1]]), tf.tile(y, [self.num_draws]), self.y_mode)
+      sums = [tf.reduce_sum(outputs[:, j]) for j in range(outputs.shape[-1])]
+    u = []
+    for total in sums:
+      grads = vectorized.trunk_vjp(input_tape, h, x, input_tape.gradient(total, h_k))
+      u.append(tf.reshape(penalties.unit_vectors(tf.reshape(grads, [-1] + x.shape.as_list()[1:])),
+                          [self.num_draws, -1, grads.shape[2:].num_elements()]))
+    del input_tape
+    return logits, tf.stack(u)
 
   def train_step(self, data):
     x, y = data
@@ -163,6 +223,27 @@ class D3Model(tf_keras.Model):
       tracker.update_state(terms[name])
     self.accuracy.update_state(y, terms["logits"])
     return {m.name: m.result() for m in self.metrics}
+
+
+@contextlib.contextmanager
+def _injected(head, noise, k):
+  """Makes each Bayesian layer of ``head`` use θ = μ + σ ε_k (draw k of ``noise``)."""
+  if noise is None:
+    yield
+    return
+  layers = vectorized.bayesian_in_order(head)
+  if any(not hasattr(layer, "kernel_posterior_tensor_fn") or "Flipout" in type(layer).__name__
+         for layer in layers):
+    raise ValueError("injecting weight samples in draws_mode='loop' needs reparameterization "
+                     "layers (Flipout perturbs each example separately)")
+  saved = [layer.kernel_posterior_tensor_fn for layer in layers]
+  for layer, eps in zip(layers, noise):
+    layer.kernel_posterior_tensor_fn = lambda d, e=eps[k]: d.mean() + d.stddev() * e
+  try:
+    yield
+  finally:
+    for layer, fn in zip(layers, saved):
+      layer.kernel_posterior_tensor_fn = fn
 
 
 def build(arch="mnist_cnn", bayesian=True, seed=0, estimator="flipout", arch_kwargs=None,

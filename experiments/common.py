@@ -38,6 +38,11 @@ _HELP = {
     "y_mode": "Scalar y whose input gradient is normalised: loss, true_logit or all_logits.",
     "penalty_reduction": "sum: Eq. 14-18 as printed (sums over the D input dims); mean: each Ω "
                          "divided by D before λ (docs/reproduction.md, 'Known gap').",
+    "draws_mode": "loop: the head runs K times, fresh weights per call (the paper's K passes, "
+                  "the reference; Flipout as tfp implements it). vectorized: the K weight "
+                  "samples of every Bayesian layer drawn at once and run as one batched "
+                  "computation (plain samples, no Flipout sign flips); see "
+                  "benchmarks/train_step.py.",
     "estimator": "Bayesian layer estimator: flipout or reparameterization.",
     "kl_weight": "Factor on the KL term (1.0 = the ELBO, KL / N_train).",
     "eps": "L∞ budget of FGSM, PGD and the black-box sets, in [0,1] pixel units.",
@@ -55,7 +60,7 @@ _HELP = {
     "seed": "Random seed (data order, initialisation, draws, attacks).",
 }
 _ENUMS = {"variance_variant": ["v1", "v2", "v3"], "y_mode": ["loss", "true_logit", "all_logits"],
-          "penalty_reduction": ["sum", "mean"],
+          "penalty_reduction": ["sum", "mean"], "draws_mode": ["loop", "vectorized"],
           "estimator": ["flipout", "reparameterization"]}
 _TUNABLE = [f for f in dataclasses.fields(experiment.Settings) if f.name in _HELP]
 
