@@ -1,7 +1,16 @@
-"""Times D3 training steps and one attack step; prints ratios measured in ONE run.
+"""Times D3 training steps and PGD steps; prints ratios measured in ONE run.
 
   python -m benchmarks.train_step                 # MNIST CNN, batch 64
-  python -m benchmarks.train_step --vgg16         # also VGG16 (slow on CPU: 10-40 s/step)
+  python -m benchmarks.train_step --vgg16         # also VGG16 (batch 32; 10-60 s/step on CPU)
+
+Training rows (K=10, all three penalties):
+  K full passes  the whole network per draw (the literal reading of "K passes");
+  loop           the reference ``draws_mode="loop"``: trunk once, head K times, K
+                 backward passes for the K input gradients;
+  vectorized     ``draws_mode="vectorized"``: K weight samples per layer in one batched
+                 computation, one head backward, one batched trunk VJP.
+Attack rows: one PGD step through the ART wrapper with K=10 logit averaging, trunk once
+(loop and vectorized heads) versus K full passes.
 
 Each configuration runs in its own subprocess so its peak memory (max RSS) is its own.
 Times are the median of --steps warm steps after --warmup steps (tracing excluded).
@@ -17,15 +26,28 @@ import time
 from absl import app
 from absl import flags
 
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per configuration (median reported).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per configuration (median reported; "
+                              "VGG16 uses a third of them, at least 3).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing, caches).")
 _VGG16 = flags.DEFINE_bool("vgg16", False, "Also time VGG16 (batch 32; slow on CPU).")
+_VGG_WIDTH = flags.DEFINE_float("vgg_width", 1.0, "Channel multiplier of the timed VGG16.")
+_PROFILE = flags.DEFINE_bool("profile", False, "Also profile one warm step of each training "
+                             "row (TF profiler) and print its top ops by summed op time.")
 _ONE = flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print JSON.")
 
 CONFIGS = {
-    "mnist": dict(arch="mnist_cnn", batch=64, shape=(28, 28, 1), width=1.0),
-    "vgg16": dict(arch="vgg16", batch=32, shape=(32, 32, 3), width=1.0),
+    "mnist": dict(arch="mnist_cnn", batch=64, shape=(28, 28, 1)),
+    "vgg16": dict(arch="vgg16", batch=32, shape=(32, 32, 3)),
 }
+ROWS = [("K=1 train", dict(kind="train", k=1, penalties=False)),
+        ("K=10 D3 train, K full passes", dict(kind="train_full", k=10, penalties=True)),
+        ("K=10 D3 train, loop", dict(kind="train", k=10, penalties=True)),
+        ("K=10 D3 train, vectorized", dict(kind="train", k=10, penalties=True,
+                                           mode="vectorized")),
+        ("K=10 PGD step, K full passes", dict(kind="attack_full", k=10, penalties=False)),
+        ("K=10 PGD step, trunk once (loop)", dict(kind="attack", k=10, penalties=False)),
+        ("K=10 PGD step, trunk once (vectorized)", dict(kind="attack", k=10, penalties=False,
+                                                        mode="vectorized"))]
 
 
 def _median_time(fn, steps, warmup):
@@ -37,6 +59,27 @@ def _median_time(fn, steps, warmup):
     fn()
     times.append(time.perf_counter() - t0)
   return statistics.median(times)
+
+
+def _full_passes_model(arch, arch_kwargs, **kwargs):
+  """A D3Model whose K draws each run the WHOLE network (trunk included)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from d3_tf import models, penalties, training  # pylint: disable=g-import-not-at-top
+
+  class FullPasses(training.D3Model):
+
+    def _draws_loop(self, x, y, training_, noise):
+      del noise
+      with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        logits = [self.head(self.trunk(x, training=training_), training=training_)
+                  for _ in range(self.num_draws)]
+        sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits]
+      return tf.stack(logits), penalties.unit_gradients(tape, sums, x)
+
+  model = FullPasses(*models.ARCHITECTURES[arch](**(arch_kwargs or {})), **kwargs)
+  model(tf.zeros((1,) + tuple(model.trunk.input_shape[1:])))
+  return model
 
 
 def run_one(cfg):
@@ -52,19 +95,70 @@ def run_one(cfg):
   x = tf.constant(rng.uniform(size=(base["batch"],) + base["shape"]).astype(np.float32))
   y = tf.constant(rng.integers(0, 10, size=base["batch"]))
   lam = 1.0 if cfg["penalties"] else 0.0
-  model = d3_tf.build(base["arch"], num_draws=cfg["k"], lambda_m=lam, lambda_v=lam, lambda_s=lam,
-                      arch_kwargs={"width": base["width"]} if base["arch"] == "vgg16" else None)
-  if cfg["kind"] == "train":
+  arch_kwargs = {"width": cfg["width"]} if base["arch"] == "vgg16" else None
+  kwargs = dict(num_draws=cfg["k"], lambda_m=lam, lambda_v=lam, lambda_s=lam)
+  if cfg["kind"] == "train_full":
+    model = _full_passes_model(base["arch"], arch_kwargs, **kwargs)
+  else:
+    model = d3_tf.build(base["arch"], arch_kwargs=arch_kwargs,
+                        draws_mode=cfg.get("mode", "loop"), **kwargs)
+  if cfg["kind"].startswith("train"):
     model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
     step = tf.function(model.train_step)
     seconds = _median_time(lambda: step((x, y)), cfg["steps"], cfg["warmup"])
+    if cfg.get("profile"):
+      result_ops = _profile(lambda: step((x, y)))
   else:
     est = attacks.classifier(model, trunk_once=cfg["kind"] == "attack")
     attack = attacks.pgd(est, 0.3, 0.01, max_iter=1)
     xn, yn = x.numpy(), np.eye(10, dtype=np.float32)[y.numpy()]
     seconds = _median_time(lambda: attack.generate(xn, y=yn), cfg["steps"], cfg["warmup"])
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  return {"seconds": seconds, "images_per_s": base["batch"] / seconds, "peak_mb": peak_mb}
+  result = {"seconds": seconds, "images_per_s": base["batch"] / seconds, "peak_mb": peak_mb}
+  if cfg.get("profile") and cfg["kind"].startswith("train"):
+    result["top_ops"] = result_ops
+  return result
+
+
+def _profile(fn, top=6):
+  """Runs ``fn`` once under the TF profiler: [(op type, ms summed over threads, %)]."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+
+  logdir = tempfile.mkdtemp(prefix="d3_profile_")
+  tf.profiler.experimental.start(logdir)
+  fn()
+  tf.profiler.experimental.stop()
+  space = xplane_pb2.XSpace()
+  with open(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1], "rb") as f:
+    space.ParseFromString(f.read())
+  ms = collections.Counter()
+  for plane in space.planes:
+    for line in plane.lines:
+      if plane.name.startswith("/host:CPU") and line.name.startswith("tf_Compute"):
+        for event in line.events:
+          name = plane.event_metadata[event.metadata_id].name.split(":")[-1]
+          if name != "Process":  # the function-call wrapper around the ops
+            ms[name] += event.duration_ps / 1e9
+  total = sum(ms.values())
+  return [(name, round(t, 1), round(100 * t / total, 1)) for name, t in ms.most_common(top)]
+
+
+def summary(name, res):
+  """The one-line verdict for a model from the rows' results."""
+  t = {label: r["seconds"] for label, r in res.items()}
+  mem = {label: r["peak_mb"] for label, r in res.items()}
+  loop, vec = t["K=10 D3 train, loop"], t["K=10 D3 train, vectorized"]
+  full_attack = t["K=10 PGD step, K full passes"]
+  once = min(t["K=10 PGD step, trunk once (loop)"], t["K=10 PGD step, trunk once (vectorized)"])
+  return (f"{name} K=10 loop/vectorized: {loop / vec:.1f}x, vectorized/K=1: "
+          f"{vec / t['K=1 train']:.1f}x, full passes/vectorized: "
+          f"{t['K=10 D3 train, K full passes'] / vec:.1f}x, peak memory vectorized/loop: "
+          f"{mem['K=10 D3 train, vectorized'] / mem['K=10 D3 train, loop']:.2f}x, "
+          f"attack full/trunk-once: {full_attack / once:.1f}x")
 
 
 def main(argv):
@@ -73,20 +167,18 @@ def main(argv):
     print("RESULT " + json.dumps(run_one(json.loads(_ONE.value))))
     return
   models = ["mnist"] + (["vgg16"] if _VGG16.value else [])
-  rows = [("K=1 train", dict(kind="train", k=1, penalties=False)),
-          ("K=10 BNN train (no penalties)", dict(kind="train", k=10, penalties=False)),
-          ("K=10 D3 train (M,V,S), loop", dict(kind="train", k=10, penalties=True)),
-          ("K=10 PGD step (ART), trunk once", dict(kind="attack", k=10, penalties=False)),
-          ("K=10 PGD step (ART), K full passes", dict(kind="attack_full", k=10,
-                                                      penalties=False))]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  lines = []
   for name in models:
     res = {}
     steps = _STEPS.value if name == "mnist" else max(3, _STEPS.value // 3)
-    print(f"\n{name} (batch {CONFIGS[name]['batch']}), median of {steps} warm steps")
+    width = _VGG_WIDTH.value if name == "vgg16" else 1.0
+    print(f"\n{name} (batch {CONFIGS[name]['batch']}{f', width {width}' if width != 1 else ''})"
+          f", median of {steps} warm steps")
     print(f"{'configuration':40s} {'ms/step':>10s} {'images/s':>10s} {'peak MB':>9s}")
-    for label, cfg in rows:
-      cfg = dict(cfg, model=name, steps=steps, warmup=_WARMUP.value)
+    for label, cfg in ROWS:
+      cfg = dict(cfg, model=name, steps=steps, warmup=_WARMUP.value, width=width,
+                 profile=_PROFILE.value)
       proc = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--one",
                              json.dumps(cfg)], capture_output=True, text=True, env=env,
                             check=False)
@@ -96,11 +188,14 @@ def main(argv):
         continue
       r = res[label] = json.loads(line[0][7:])
       print(f"{label:40s} {1000 * r['seconds']:10.1f} {r['images_per_s']:10.1f} "
-            f"{r['peak_mb']:9.0f}")
-    if len(res) == len(rows):
-      k1, bnn, d3, once, full = (res[l]["seconds"] for l, _ in rows)
-      print(f"{name} K=10 D3/K=1: {d3 / k1:.1f}x, K=10 D3/BNN: {d3 / bnn:.1f}x, "
-            f"BNN K=10/K=1: {bnn / k1:.1f}x, attack full/trunk-once: {full / once:.1f}x")
+            f"{r['peak_mb']:9.0f}", flush=True)
+      if r.get("top_ops"):
+        print("    top ops: " + ", ".join(f"{op} {t:.0f} ms ({p:.0f}%)"
+                                         for op, t, p in r["top_ops"]))
+    if len(res) == len(ROWS):
+      lines.append(summary(name, res))
+  print()
+  print("\n".join(lines))
 
 
 if __name__ == "__main__":

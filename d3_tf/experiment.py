@@ -344,10 +344,11 @@ class Runner:
 # ------------------------------------------------------------------ presets
 _MNIST = dict(dataset="mnist", arch="mnist_cnn", lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
               eps=0.3, pgd_step=0.01)
-# draws_mode per model from benchmarks/train_step.py: on MNIST batching the draws gains little,
-# so the reference loop (with tfp's Flipout) stays; VGG16 runs its draws vectorized.
+# draws_mode stays "loop" (the reference, with tfp's Flipout) for both models: on 2 CPU cores
+# benchmarks/train_step.py measures the vectorized draws at about 1.1x on the MNIST CNN and
+# slightly slower on VGG16 (both are bound by the same convolution FLOPs; docs/performance.md).
 _CIFAR = dict(dataset="cifar10", arch="vgg16", lambda_m=10.0, lambda_v=40.0, lambda_s=20.0,
-              eps=0.03, pgd_step=0.001, draws_mode="vectorized")
+              eps=0.03, pgd_step=0.001)
 PRESETS = {
     # seconds to a couple of minutes: plumbing check on the embedded MNIST slice.
     ("mnist", "smoke"): Settings(**{**_MNIST, "pgd_step": 0.05}, n_train=256, n_eval=32,

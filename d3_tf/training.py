@@ -98,14 +98,22 @@ class D3Model(tf_keras.Model):
             "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
             "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode}
 
-  def draw_logits(self, x, training=False, num_draws=None):
-    """Logits of each draw: list of K tensors [N, M] (trunk run once)."""
+  def draw_logits(self, x, training=False, num_draws=None, noise=None):
+    """Logits of each draw: list of K tensors [N, M] (trunk run once).
+
+    ``noise`` fixes the K weight samples as in :meth:`compute_terms`.
+    """
     h = self.trunk(x, training=training)
-    num_draws = num_draws or self.num_draws
+    num_draws = noise[0].shape[0] if noise is not None else (num_draws or self.num_draws)
     if self.draws_mode == "vectorized":
-      logits = vectorized.apply_head(self.head, h, vectorized.kernel_noise(self.head, num_draws))
-      return tf.unstack(logits)
-    return [self.head(h, training=training) for _ in range(num_draws)]
+      if noise is None:
+        noise = vectorized.kernel_noise(self.head, num_draws)
+      return tf.unstack(vectorized.apply_head(self.head, h, noise))
+    logits = []
+    for k in range(num_draws):
+      with _injected(self.head, noise, k):
+        logits.append(self.head(h, training=training))
+    return logits
 
   def call(self, x, training=False):
     """Logits averaged over K draws (the paper's inference rule, Sec. 5.2)."""
