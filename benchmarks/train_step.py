@@ -31,8 +31,8 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per configuration (media
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing, caches).")
 _VGG16 = flags.DEFINE_bool("vgg16", False, "Also time VGG16 (batch 32; slow on CPU).")
 _VGG_WIDTH = flags.DEFINE_float("vgg_width", 1.0, "Channel multiplier of the timed VGG16.")
-_PROFILE = flags.DEFINE_bool("profile", False, "Also profile one warm step of each training "
-                             "row (TF profiler) and print its top ops by summed op time.")
+_PROFILE = flags.DEFINE_bool("profile", False, "Also profile one warm step of each row (TF "
+                             "profiler) and print its top ops by summed op time.")
 _ONE = flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print JSON.")
 
 CONFIGS = {
@@ -113,9 +113,11 @@ def run_one(cfg):
     attack = attacks.pgd(est, 0.3, 0.01, max_iter=1)
     xn, yn = x.numpy(), np.eye(10, dtype=np.float32)[y.numpy()]
     seconds = _median_time(lambda: attack.generate(xn, y=yn), cfg["steps"], cfg["warmup"])
+    if cfg.get("profile"):
+      result_ops = _profile(lambda: attack.generate(xn, y=yn))
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   result = {"seconds": seconds, "images_per_s": base["batch"] / seconds, "peak_mb": peak_mb}
-  if cfg.get("profile") and cfg["kind"].startswith("train"):
+  if cfg.get("profile"):
     result["top_ops"] = result_ops
   return result
 
