@@ -36,20 +36,25 @@ class DrawAverage:
     num_draws: K for attacks and inference; defaults to the model's training K.
     trunk_once: False runs the whole network per draw (same values, K trunk
       passes: only for benchmarks).
+    draws_mode: "loop" or "vectorized" head draws (default: the model's); a
+      loop-trained Flipout model can be attacked with vectorized draws, exact
+      samples of the same posterior (docs/performance.md).
   """
 
-  def __init__(self, model, num_draws=None, trunk_once=True):
+  def __init__(self, model, num_draws=None, trunk_once=True, draws_mode=None):
     self.model = model
     self.num_draws = int(num_draws or model.num_draws) if model.bayesian else 1
     self.trunk_once = trunk_once
+    self.draws_mode = draws_mode
     self._fn = tf.function(self._average, reduce_retracing=True)
 
   def _average(self, x, training=False):
+    override = {"draws_mode": self.draws_mode} if self.draws_mode else {}
+    draw = lambda k: self.model.draw_logits(x, training=training, num_draws=k, **override)
     if self.trunk_once:
-      logits = self.model.draw_logits(x, training=training, num_draws=self.num_draws)
+      logits = draw(self.num_draws)
     else:
-      logits = [self.model.draw_logits(x, training=training, num_draws=1)[0]
-                for _ in range(self.num_draws)]
+      logits = [draw(1)[0] for _ in range(self.num_draws)]
     return tf.add_n(logits) / float(len(logits))
 
   def __call__(self, x, training=False):
@@ -60,19 +65,20 @@ class DrawAverage:
     return self.model.trainable_variables
 
 
-def classifier(model, num_draws=None, optimizer=None, trunk_once=True):
+def classifier(model, num_draws=None, optimizer=None, trunk_once=True, draws_mode=None):
   """An ART ``TensorFlowV2Classifier`` over the K-draw logit average of ``model``.
 
   Args:
     model: a ``D3Model`` (conventional or Bayesian).
     num_draws: K used by every forward pass (default: the model's K).
     optimizer: only needed when ART trains the model (adversarial training).
-    trunk_once: see :class:`DrawAverage`.
+    trunk_once, draws_mode: see :class:`DrawAverage`.
   """
   input_shape = tuple(model.trunk.input_shape[1:])
   nb_classes = int(model.head.output_shape[-1])
   return TensorFlowV2Classifier(
-      model=DrawAverage(model, num_draws, trunk_once), nb_classes=nb_classes, input_shape=input_shape,
+      model=DrawAverage(model, num_draws, trunk_once, draws_mode), nb_classes=nb_classes,
+      input_shape=input_shape,
       # SUM: ART's loss_gradient then returns each example's own loss gradient.
       loss_object=tf_keras.losses.CategoricalCrossentropy(
           from_logits=True, reduction=tf_keras.losses.Reduction.SUM),

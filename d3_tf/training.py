@@ -98,14 +98,15 @@ class D3Model(tf_keras.Model):
             "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
             "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode}
 
-  def draw_logits(self, x, training=False, num_draws=None, noise=None):
+  def draw_logits(self, x, training=False, num_draws=None, noise=None, draws_mode=None):
     """Logits of each draw: list of K tensors [N, M] (trunk run once).
 
-    ``noise`` fixes the K weight samples as in :meth:`compute_terms`.
+    ``noise`` fixes the K weight samples as in :meth:`compute_terms`;
+    ``draws_mode`` overrides the model's for this call.
     """
     h = self.trunk(x, training=training)
     num_draws = noise[0].shape[0] if noise is not None else (num_draws or self.num_draws)
-    if self.draws_mode == "vectorized":
+    if (draws_mode or self.draws_mode) == "vectorized" and self.bayesian:
       if noise is None:
         noise = vectorized.kernel_noise(self.head, num_draws)
       return tf.unstack(vectorized.apply_head(self.head, h, noise))
@@ -192,7 +193,7 @@ class D3Model(tf_keras.Model):
       if not self.active:
         return vectorized.apply_head(self.head, h, noise), None
       # A per-draw copy of h separates the K cotangents in one head backward pass.
-      h_k = tf.broadcast_to(h[None], [self.num_draws] + h.shape.as_list())
+      h_k = tf.broadcast_to(h[None], tf.concat([[self.num_draws], tf.shape(h)], 0))
       logits = vectorized.apply_head(self.head, h_k, noise, per_draw_input=True)
       outputs = penalties.scalar_outputs(
           tf.reshape(logits, [-1, logits.shape[-1]]), tf.tile(y, [self.num_draws]), self.y_mode)

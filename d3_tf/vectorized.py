@@ -146,7 +146,7 @@ def apply_head(head, h, noise, per_draw_input=False):
     else:
       h = _per_row(layer, h, num_draws)
   if shared:  # a head without Bayesian layers: the same logits for every draw
-    h = tf.broadcast_to(h[None], [num_draws] + h.shape.as_list())
+    h = tf.broadcast_to(h[None], tf.concat([[num_draws], tf.shape(h)], 0))
   return h
 
 
