@@ -173,11 +173,7 @@ class D3Model(tf_keras.Model):
     """K head calls on one trunk output; K backward passes for the input gradients."""
     with tf.GradientTape(persistent=True) as input_tape:
       input_tape.watch(x)
-      h = self.trunk(x, training=training)
-      logits = []
-      for k in range(self.num_draws):
-        with _injected(self.head, noise, k):
-          logits.append(self.head(h, training=training))
+      logits = self.draw_logits(x, training=training, noise=noise, draws_mode="loop")
       sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
           if self.active else None
     u = penalties.unit_gradients(input_tape, sums, x) if self.active else None
@@ -187,11 +183,11 @@ class D3Model(tf_keras.Model):
   def _draws_vectorized(self, x, y, training, noise):
     """The K draws batched; one head and one (vectorised) trunk backward pass."""
     noise = noise if noise is not None else vectorized.kernel_noise(self.head, self.num_draws)
+    if not self.active:
+      return vectorized.apply_head(self.head, self.trunk(x, training=training), noise), None
     with tf.GradientTape(persistent=True) as input_tape:
       input_tape.watch(x)
       h = self.trunk(x, training=training)
-      if not self.active:
-        return vectorized.apply_head(self.head, h, noise), None
       # A per-draw copy of h separates the K cotangents in one head backward pass.
       h_k = tf.broadcast_to(h[None], tf.concat([[self.num_draws], tf.shape(h)], 0))
       logits = vectorized.apply_head(self.head, h_k, noise, per_draw_input=True)
@@ -241,7 +237,7 @@ def _injected(head, noise, k):
     yield
     return
   layers = vectorized.bayesian_in_order(head)
-  if any(not hasattr(layer, "kernel_posterior_tensor_fn") or "Flipout" in type(layer).__name__
+  if any(isinstance(layer, (tfp.layers.DenseFlipout, tfp.layers.Convolution2DFlipout))
          for layer in layers):
     raise ValueError("injecting weight samples in draws_mode='loop' needs reparameterization "
                      "layers (Flipout perturbs each example separately)")
