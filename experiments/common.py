@@ -182,6 +182,16 @@ def describe(settings, binary, num_rows, n_train_full):
 N_TRAIN_FULL = {"mnist": 60000, "cifar10": 50000}
 
 
+def accuracy_table_binary(binary, dataset, presets_doc, published, title, clean_reference=None):
+  """Defines the flags of mnist_table1 / cifar_table2 and returns their ``main``."""
+  define_table_flags(binary, presets_doc, dataset)
+
+  def main(argv):
+    del argv
+    accuracy_table_main(binary, dataset, published, title, clean_reference)
+  return main
+
+
 def accuracy_table_main(binary, dataset, published, title, clean_reference=None):
   """The whole of mnist_table1 / cifar_table2 once their flags are parsed."""
   settings = settings_from_flags(dataset)

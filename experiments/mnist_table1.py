@@ -10,20 +10,14 @@ columns clean, FGSM, PGD-40 and black-box accuracy, each beside the paper's numb
 from d3_tf import paper
 from experiments import common
 
-BINARY = "mnist_table1"
-common.define_table_flags(BINARY, "smoke: 256 embedded training images, 1 epoch, K=2, short "
-                          "attacks (plumbing, minutes). cpu: 10k images, 5 epochs, K=10, PGD-40 "
-                          "on 1,000 test images, penalties as means over the input dims (--penalty_reduction=mean: "
-                          "with the printed sums the penalised rows stay near chance at this "
-                          "budget), audited column on (a few hours on 2 cores). paper: 60k images, "
-                          "100 epochs, full test set (GPU).", "mnist")
-
-
-def main(argv):
-  del argv
-  common.accuracy_table_main(BINARY, "mnist", paper.TABLE1,
-                             "Table 1 — MNIST, L∞ ε = 0.3", paper.TABLE1_CLEAN)
-
+main = common.accuracy_table_binary(
+    "mnist_table1", "mnist",
+    "smoke: 256 embedded training images, 1 epoch, K=2, short attacks (plumbing, minutes). "
+    "cpu: 10k images, 5 epochs, K=10, PGD-40 on 1,000 test images, penalties as means over the "
+    "input dims (--penalty_reduction=mean: with the printed sums the penalised rows stay near "
+    "chance at this budget), audited column on (a few hours on 2 cores). paper: 60k images, "
+    "100 epochs, full test set (GPU).",
+    paper.TABLE1, "Table 1 — MNIST, L∞ ε = 0.3", paper.TABLE1_CLEAN)
 
 if __name__ == "__main__":
   common.run(main)
