@@ -161,7 +161,8 @@ class D3Model(tf_keras.Model):
       # Per output j: per-example penalties [N]; averaged over outputs and the batch.
       per_output = [penalties.penalty_terms(u[j], self.variance_variant, self.alpha, self.active)
                     for j in range(u.shape[0])]
-      scale = 1.0 if self.penalty_reduction == "sum" else 1.0 / float(u.shape[-1])
+      # D from the input's shape (u's last dim is not static when the batch size is not)
+      scale = 1.0 if self.penalty_reduction == "sum" else 1.0 / float(x.shape[1:].num_elements())
       for name in self.active:
         omega = tf.reduce_mean(tf.stack([p[name] for p in per_output]))
         terms[f"omega_{name}"] = omega  # logged as printed (Eq. 14-18)

@@ -136,7 +136,9 @@ def test_penalty_reduction_weights_omegas(mnist_small, reduction):
   x, y = tf.constant(mnist_small[0][:8]), tf.constant(mnist_small[1][:8])
   model = d3_tf.build("mnist_cnn", num_draws=3, lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
                       penalty_reduction=reduction, n_train=100)
-  terms = model.compute_terms(x, y)
+  # graph mode with an unknown batch size, as under Keras fit
+  spec = [tf.TensorSpec([None, 28, 28, 1]), tf.TensorSpec([None], y.dtype)]
+  terms = tf.function(model.compute_terms, input_signature=spec)(x, y)
   scale = 1.0 if reduction == "sum" else 1.0 / 784
   expected = float(terms["ce"]) + float(terms["kl"]) + scale * (
       20 * float(terms["omega_m"]) + 40 * float(terms["omega_v"]) +
