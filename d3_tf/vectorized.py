@@ -27,8 +27,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from d3_tf.models import VARIATIONAL_LAYERS
-
 tfpl = tfp.layers
 tfd = tfp.distributions
 _CONV = (tfpl.Convolution2DFlipout, tfpl.Convolution2DReparameterization)
@@ -41,8 +39,6 @@ def head_layers(head):
   """The head's layers in call order; raises for layers the batched path cannot run."""
   layers = [l for l in head.layers if not isinstance(l, tf_keras.layers.InputLayer)]
   for layer in layers:
-    if isinstance(layer, VARIATIONAL_LAYERS) and not isinstance(layer, _CONV + _DENSE):
-      raise NotImplementedError(f"draws_mode='vectorized' does not support {type(layer).__name__}")
     if not isinstance(layer, _CONV + _DENSE + _PER_ROW):
       raise NotImplementedError(
           f"draws_mode='vectorized' does not support layer {layer.name} "
