@@ -1,4 +1,5 @@
 """The experiment binaries end to end at --preset smoke, resume, and bad input."""
+import dataclasses
 import json
 import os
 import re
@@ -189,9 +190,13 @@ def test_presets_and_estimate():
   assert (paper_mnist.lambda_m, paper_mnist.lambda_v, paper_mnist.lambda_s) == (20, 40, 40)
   cifar = experiment.PRESETS[("cifar10", "paper")]
   assert (cifar.lambda_m, cifar.lambda_s, cifar.eps, cifar.pgd_step) == (10, 20, 0.03, 0.001)
-  # 9 rows x 100 epochs x 938 steps x 0.45 s
+  # 9 rows x 100 epochs x 938 steps x 0.69 s
   np.testing.assert_allclose(experiment.estimate_hours(paper_mnist, 9, 60000),
-                             9 * 100 * 938 * 0.45 / 3600)
+                             9 * 100 * 938 * 0.69 / 3600)
+  # the cost is per image: halving the batch doubles the steps, each half as long
+  half_batch = dataclasses.replace(paper_mnist, batch_size=32)
+  np.testing.assert_allclose(experiment.estimate_hours(half_batch, 9, 60000),
+                             experiment.estimate_hours(paper_mnist, 9, 60000), rtol=1e-3)
 
 
 def test_method_parsing():
