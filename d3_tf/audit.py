@@ -25,7 +25,7 @@ import tf_keras
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import TensorFlowV2Classifier
 
-from d3_tf import attacks, models, training
+from d3_tf import attacks, models, penalties, training
 
 
 class EOTClassifier(TensorFlowV2Classifier):
@@ -89,6 +89,38 @@ def _mean_layer(layer):
                                     padding=cfg["padding"], **common)
     return tf_keras.layers.Dense(cfg["units"], **common)
   return layer.__class__.from_config(cfg)
+
+
+def direction_diversity(model, x, y, batch_size=100):
+  """How diverse a trained model's K input-gradient directions are: the mechanism itself.
+
+  ΩM, ΩV and ΩS (Eq. 14, 17 or the model's variant, and 18, as printed: sums over
+  the D input dims) of the unit directions u_k (Eq. 9) of K fresh draws at test
+  time, averaged over (x, y), whatever λ the model was trained with; and the
+  posterior scales σ of its Bayesian kernels. ΩM is 1 when the K directions are
+  identical and 1/K in expectation when they are independent and isotropic, so a
+  defence that works by diversity should sit well below 1.
+
+  Returns:
+    {"omega_m", "omega_v", "omega_s", "omega_m_independent" (= 1/K),
+     "sigma_median", "sigma_max", "num_draws", "n"}.
+  """
+  if not model.bayesian:
+    raise ValueError("direction diversity needs a Bayesian head (statistics over draws)")
+  totals = {"m": 0.0, "v": 0.0, "s": 0.0}
+  for start in range(0, len(x), batch_size):
+    u = model.input_directions(x[start:start + batch_size], y[start:start + batch_size])
+    for u_j in u:  # one [K, N, D] block per scalar output, averaged over outputs
+      for name, per_example in penalties.penalty_terms(
+          u_j, model.variance_variant, model.alpha).items():
+        totals[name] += float(tf.reduce_sum(per_example)) / float(u.shape[0])
+  sigma = np.concatenate([np.ravel(layer.kernel_posterior.stddev().numpy())
+                          for layer in models.bayesian_layers(model.head)])
+  result = {f"omega_{name}": total / len(x) for name, total in totals.items()}
+  result.update({"omega_m_independent": 1.0 / model.num_draws,
+                 "sigma_median": float(np.median(sigma)), "sigma_max": float(sigma.max()),
+                 "num_draws": model.num_draws, "n": int(len(x))})
+  return result
 
 
 def correct(estimator, x, y, batch_size=256):

@@ -170,14 +170,22 @@ class D3Model(tf_keras.Model):
     terms["loss"] = loss
     return terms
 
-  def _draws_loop(self, x, y, training, noise):
-    """K head calls on one trunk output; K backward passes for the input gradients."""
+  def input_directions(self, x, y, training=False):
+    """Eq. (9) for K fresh draws, whatever the λ: u [J, K, N, D] (for diagnostics)."""
+    return self._draws_loop(tf.convert_to_tensor(x), y, training, None, directions=True)[1]
+
+  def _draws_loop(self, x, y, training, noise, directions=None):
+    """K head calls on one trunk output; K backward passes for the input gradients.
+
+    The directions u are computed when a penalty is active or ``directions`` is True.
+    """
+    directions = bool(self.active) if directions is None else directions
     with tf.GradientTape(persistent=True) as input_tape:
       input_tape.watch(x)
       logits = self.draw_logits(x, training=training, noise=noise, draws_mode="loop")
       sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
-          if self.active else None
-    u = penalties.unit_gradients(input_tape, sums, x) if self.active else None
+          if directions else None
+    u = penalties.unit_gradients(input_tape, sums, x) if directions else None
     del input_tape
     return tf.stack(logits), u
 

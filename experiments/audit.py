@@ -18,17 +18,7 @@ from absl import flags
 from d3_tf import advsets, audit, experiment
 from experiments import common
 
-_TABLE = flags.DEFINE_enum("table", "mnist_table1", ["mnist_table1", "cifar_table2"],
-                           "Which table's trained rows to audit.")
-_PRESET = flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"],
-                            "Preset of the table run (sets the default --results_dir).")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", None,
-                                   "The table's output dir (default results/<table>/<preset>).")
-_MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join("results", "models"),
-                                  "The table's --models_dir.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
-                                  "Where audit.json / audit.md go (default: --results_dir).")
-_METHODS = flags.DEFINE_list("methods", ["M-S"], "Rows to audit (paper shorthand).")
+common.define_trained_rows_flags(["M-S"])
 _N = flags.DEFINE_integer("n", 1000, "Test images audited (the first n of the table's slice).")
 _EPS = flags.DEFINE_float("eps", None, "L∞ budget (default: the table's ε).")
 _EOT = flags.DEFINE_list("eot", ["1", "10"], "EOT sample counts R for EOT-PGD, e.g. 1,10,20,50.")
@@ -66,18 +56,10 @@ def markdown(report):
 
 def main(argv):
   del argv
-  results_dir = _RESULTS_DIR.value or os.path.join("results", _TABLE.value, _PRESET.value)
-  table = experiment.read_json(os.path.join(results_dir, "results.json"))
-  if table is None:
-    raise experiment.ConfigError(f"no results.json in {results_dir}; run python -m "
-                                 f"experiments.{_TABLE.value} --preset {_PRESET.value} first")
-  settings = experiment.Settings.from_dict(table["settings"])
-  methods = experiment.parse_methods(_METHODS.value, settings.dataset)
   eot = tuple(int(r) for r in _EOT.value)
   if any(r < 1 for r in eot) or _STEPS.value < 1 or _RESTARTS.value < 1 or _N.value < 1:
     raise experiment.ConfigError("--eot values, --steps, --restarts and --n must be >= 1")
-  train, test = common.load_table_data(settings)
-  runner = experiment.Runner(settings, _MODELS_DIR.value, train, test)
+  table, settings, runner, methods, out = common.trained_rows()
   n = min(_N.value, len(runner.xe))
   x, y = runner.xe[:n], runner.ye[:n]
   transfer = {}
@@ -85,15 +67,11 @@ def main(argv):
     xa, ya, meta = advsets.load(path)
     if len(xa) >= n and np.array_equal(ya[:n], y):
       transfer[meta["source"]] = xa[:n]
-  out = _OUTPUT_DIR.value or results_dir
   path = os.path.join(out, "audit.json")
   report = experiment.read_json(path, {"rows": {}})
   eps = _EPS.value if _EPS.value is not None else settings.eps
   report.update({"eps": eps, "n": n})
   for method in methods:
-    if not runner.is_trained(method.name):
-      raise experiment.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
-                                   f"python -m experiments.{_TABLE.value} first")
     row_table = table["rows"].get(method.name, {})
     print(f"auditing {method.name}")
     report["rows"][method.name] = audit.run_audit(

@@ -143,6 +143,41 @@ def settings_from_flags(dataset):
   return dataclasses.replace(base, **overrides)
 
 
+def define_trained_rows_flags(default_methods):
+  """Flags of the binaries that analyse rows trained by a table binary (audit, diversity)."""
+  flags.DEFINE_enum("table", "mnist_table1", ["mnist_table1", "cifar_table2"],
+                    "Which table's trained rows to analyse.")
+  flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"],
+                    "Preset of the table run (sets the default --results_dir).")
+  flags.DEFINE_string("results_dir", None,
+                      "The table's output dir (default results/<table>/<preset>).")
+  flags.DEFINE_string("models_dir", os.path.join("results", "models"), "The table's --models_dir.")
+  flags.DEFINE_string("output_dir", None, "Where this binary's JSON / markdown go "
+                      "(default: --results_dir).")
+  flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
+
+
+def trained_rows():
+  """(table results, settings, Runner, methods, output dir) from the flags above.
+
+  Fails with a ConfigError when the table has not been run or a row is not trained.
+  """
+  results_dir = FLAGS.results_dir or os.path.join("results", FLAGS.table, FLAGS.preset)
+  table = experiment.read_json(os.path.join(results_dir, "results.json"))
+  if table is None:
+    raise experiment.ConfigError(f"no results.json in {results_dir}; run python -m "
+                                 f"experiments.{FLAGS.table} --preset {FLAGS.preset} first")
+  settings = experiment.Settings.from_dict(table["settings"])
+  methods = experiment.parse_methods(FLAGS.methods, settings.dataset)
+  train, test = load_table_data(settings)
+  runner = experiment.Runner(settings, FLAGS.models_dir, train, test)
+  for method in methods:
+    if not runner.is_trained(method.name):
+      raise experiment.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
+                                   f"python -m experiments.{FLAGS.table} first")
+  return table, settings, runner, methods, FLAGS.output_dir or results_dir
+
+
 def output_dir(binary):
   return FLAGS.output_dir or os.path.join("results", binary, FLAGS.preset)
 

@@ -1,4 +1,6 @@
 """The robustness audit: worst case, EOT, posterior mean, DLR, sanity checks that can fail."""
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -59,22 +61,52 @@ def test_eot_averages_fresh_draws(tiny_models):
   assert g8.std(0).mean() < g1.std(0).mean()
 
 
+@contextlib.contextmanager
+def posterior_scale(model, rho):
+  """Sets every softplus-inverse posterior scale of ``model``'s head to ``rho``, then restores."""
+  variables = [v for v in model.head.weights if "untransformed_scale" in v.name]
+  assert variables
+  saved = [v.numpy() for v in variables]
+  try:
+    for v in variables:
+      v.assign(tf.fill(v.shape, rho))
+    yield
+  finally:
+    for v, value in zip(variables, saved):
+      v.assign(value)
+
+
 def test_posterior_mean_model_matches_zero_variance_draws(tiny_models):
   bnn, _, x, _ = tiny_models
-  saved = [v.numpy() for v in bnn.head.weights if "untransformed_scale" in v.name]
-  assert saved
-  try:
-    for v in bnn.head.weights:
-      if "untransformed_scale" in v.name:
-        v.assign(tf.fill(v.shape, -40.0))  # σ = softplus(-40) ≈ 0: every draw is the mean
+  with posterior_scale(bnn, -40.0):  # σ = softplus(-40) ≈ 0: every draw is the mean
     mean = audit.posterior_mean_model(bnn)
     assert not mean.bayesian
     np.testing.assert_allclose(mean(x).numpy(), bnn(x).numpy(), atol=1e-4)
-  finally:
-    scales = iter(saved)
-    for v in bnn.head.weights:
-      if "untransformed_scale" in v.name:
-        v.assign(next(scales))
+
+
+def test_direction_diversity(tiny_models):
+  bnn, _, x, y = tiny_models
+  with posterior_scale(bnn, -40.0):  # identical draws: ΩM = 1, Var = 0, ΩS = -||u||_1
+    same = audit.direction_diversity(bnn, x, y, batch_size=6)
+    # numpy reference: the posterior-mean network's normalised cross-entropy gradients
+    xt = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+      tape.watch(xt)
+      ce = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+          labels=tf.cast(y, tf.int32), logits=audit.posterior_mean_model(bnn)(xt)))
+    g = tape.gradient(ce, xt).numpy().reshape(len(x), -1)
+    u = g / np.linalg.norm(g, axis=1, keepdims=True)
+  d = u.shape[1]
+  np.testing.assert_allclose(same["omega_m"], 1.0, atol=1e-4)
+  np.testing.assert_allclose(same["omega_v"], d * (1.0 / d) ** 2, rtol=1e-3)  # V3 at Var = 0
+  np.testing.assert_allclose(same["omega_s"], -np.abs(u).sum(1).mean(), rtol=1e-3)
+  assert same["sigma_max"] < 1e-5 and same["n"] == len(x)
+  with posterior_scale(bnn, 0.0):  # σ ≈ 0.69: the draws' directions spread
+    wide = audit.direction_diversity(bnn, x, y)
+  assert wide["omega_m"] < 0.9 and wide["omega_m_independent"] == 0.5
+  np.testing.assert_allclose(wide["sigma_median"], np.log(2.0), rtol=1e-6)
+  with pytest.raises(ValueError, match="Bayesian"):
+    audit.direction_diversity(audit.posterior_mean_model(bnn), x, y)
 
 
 def test_dlr_loss_reference():

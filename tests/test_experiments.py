@@ -96,6 +96,12 @@ def test_audit_column_and_audit_binary(tmp_path):
   missing = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
                        "M-S", cwd=tmp_path)
   assert missing.returncode == 1 and "row M-S is not trained" in missing.stderr
+  div = run_binary("diversity", "--results_dir", "out", "--models_dir", "models", "--methods",
+                   "BNN", "--n", "6", cwd=tmp_path)
+  assert div.returncode == 0, div.stderr[-3000:]
+  measured = json.load(open(tmp_path / "out" / "diversity.json"))["rows"]["BNN"]
+  assert 0 <= measured["omega_m"] <= 1 + 1e-5 and measured["n"] == 6
+  assert "| BNN |" in open(tmp_path / "out" / "diversity.md").read()
 
 
 @needs_data_dir
