@@ -9,7 +9,6 @@ surrogates, as a per-example worst case: the "audited robust accuracy". Sanity c
   python -m experiments.audit --table mnist_table1 --preset cpu --methods M-S
 """
 import glob
-import json
 import os
 
 import numpy as np
@@ -67,8 +66,7 @@ def main(argv):
     xa, ya, meta = advsets.load(path)
     if len(xa) >= n and np.array_equal(ya[:n], y):
       transfer[meta["source"]] = xa[:n]
-  path = os.path.join(out, "audit.json")
-  report = experiment.read_json(path, {"rows": {}})
+  report = experiment.read_json(os.path.join(out, "audit.json"), {"rows": {}})
   eps = _EPS.value if _EPS.value is not None else settings.eps
   report.update({"eps": eps, "n": n})
   for method in methods:
@@ -79,10 +77,9 @@ def main(argv):
         apgd_eot=_APGD_EOT.value, square_queries=_SQUARE.value, transfer_sets=transfer,
         seed=_SEED.value, sanity_n=_SANITY_N.value, whitebox=row_table.get("pgd"),
         blackbox=row_table.get("blackbox"))
-    experiment.atomic_write(path, json.dumps(report, indent=1))
-    experiment.atomic_write(os.path.join(out, "audit.md"), markdown(report))
+    paths = common.write_report(out, "audit", report, markdown)
   print(markdown(report))
-  print(f"results: {path}, {os.path.join(out, 'audit.md')}")
+  print(f"results: {', '.join(paths)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Flags and helpers shared by the experiment binaries (absl FLAGS live only here)."""
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -176,6 +177,14 @@ def trained_rows():
       raise experiment.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
                                    f"python -m experiments.{FLAGS.table} first")
   return table, settings, runner, methods, FLAGS.output_dir or results_dir
+
+
+def write_report(out, stem, report, to_markdown):
+  """Writes ``report`` as <out>/<stem>.json and its markdown as <stem>.md; returns the paths."""
+  paths = os.path.join(out, f"{stem}.json"), os.path.join(out, f"{stem}.md")
+  experiment.atomic_write(paths[0], json.dumps(report, indent=1))
+  experiment.atomic_write(paths[1], to_markdown(report))
+  return paths
 
 
 def output_dir(binary):

@@ -8,7 +8,6 @@ should sit well below 1, and below the unpenalised BNN.
 
   python -m experiments.diversity --table mnist_table1 --preset cpu --methods BNN,M,M-S
 """
-import json
 import os
 
 from absl import flags
@@ -41,17 +40,15 @@ def main(argv):
   if deterministic:
     raise experiment.ConfigError(f"rows {deterministic} have no weight draws; pick Bayesian rows")
   n = min(_N.value, len(runner.xe))
-  path = os.path.join(out, "diversity.json")
-  report = experiment.read_json(path, {"rows": {}})
+  report = experiment.read_json(os.path.join(out, "diversity.json"), {"rows": {}})
   for method in methods:
     print(f"measuring {method.name}")
     row = audit.direction_diversity(runner.train(method), runner.xe[:n], runner.ye[:n])
     report["rows"][method.name] = row
     report.update({"n": n, "num_draws": row["num_draws"]})
-    experiment.atomic_write(path, json.dumps(report, indent=1))
-    experiment.atomic_write(os.path.join(out, "diversity.md"), markdown(report))
+    paths = common.write_report(out, "diversity", report, markdown)
   print(markdown(report))
-  print(f"results: {path}, {os.path.join(out, 'diversity.md')}")
+  print(f"results: {', '.join(paths)}")
 
 
 if __name__ == "__main__":
