@@ -138,6 +138,30 @@ def read_json(path, default=None):
     return json.load(f)
 
 
+class TrainClock(tf_keras.callbacks.Callback):
+  """Training seconds of a row summed over resumed runs: ``path`` rewritten after each epoch.
+
+  A run that starts at epoch 0 starts the count afresh; a run resumed at epoch e > 0 adds
+  to the seconds recorded for epochs 1..e.
+  """
+
+  clock = staticmethod(time.monotonic)
+
+  def __init__(self, path, n):
+    super().__init__()
+    self.path, self.n = path, n
+    self.before = self.t0 = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.t0 is None:  # the first epoch of this run
+      self.before = read_json(self.path, {}).get("seconds", 0.0) if epoch > 0 else 0.0
+      self.t0 = self.clock()
+
+  def on_epoch_end(self, epoch, logs=None):
+    atomic_write(self.path, json.dumps({"seconds": self.before + self.clock() - self.t0,
+                                        "epochs": epoch + 1, "n": self.n}))
+
+
 class EpochAttackLog(tf_keras.callbacks.Callback):
   """After each epoch: clean, FGSM and PGD accuracy on a fixed test slice (Figure 1)."""
 
@@ -215,17 +239,15 @@ class Runner:
     folder = self.row_dir(name)
     os.makedirs(folder, exist_ok=True)
     logs = distribute.writable(folder)  # other workers log to a scratch folder
-    t0 = time.time()
     model.fit(
         data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs,
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, else a line
         callbacks=[tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
+                   TrainClock(os.path.join(folder, "train_time.json"), len(x)),
                    tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
                    tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard")),
                    *callbacks])
     self._save(model, name)
-    atomic_write(os.path.join(folder, "train_time.json"),
-                 json.dumps({"seconds": time.time() - t0, "epochs": epochs, "n": len(x)}))
     return model
 
   def train(self, method):

@@ -163,8 +163,10 @@ def test_help_lists_every_flag(tmp_path):
     assert flag in proc.stdout
 
 
-def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small):
+def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small, monkeypatch):
   x, y, xt, yt = mnist_small
+  ticks = iter(range(1000))  # a clock that advances by 1 s per reading
+  monkeypatch.setattr(experiment.TrainClock, "clock", staticmethod(lambda: next(ticks)))
   settings = experiment.Settings(n_train=128, n_eval=8, epochs=3, batch_size=64, num_draws=2)
   runner = experiment.Runner(settings, str(tmp_path), (x[:128], y[:128]), (xt, yt), log=print)
   method = experiment.parse_method("M", "mnist")
@@ -180,10 +182,13 @@ def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small):
   log = runner.row_dir("M") + "/log.csv"
   # header + epochs 0 and 1: both were logged and backed up before the "kill"
   assert len(open(log).read().strip().splitlines()) == 1 + 2
+  timing = runner.row_dir("M") + "/train_time.json"
+  assert json.load(open(timing)) == {"seconds": 2, "epochs": 2, "n": 128}  # 1 + 1 reading
   model = runner.build(method, 128)
   runner._fit(model, "M", x[:128], y[:128], 3)  # pylint: disable=protected-access
   epochs = [int(l.split(",")[0]) for l in open(log).read().strip().splitlines()[1:]]
   assert epochs == [0, 1, 2]  # epochs 0-1 not repeated: resumed from the backup
+  assert json.load(open(timing))["seconds"] == 2 + 1  # the resumed epoch adds to the first run
   assert os.path.exists(runner.row_dir("M") + "/final/weights.index")
 
 
