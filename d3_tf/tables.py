@@ -183,13 +183,17 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
   render = lambda r: table_markdown(r, published, title, clean_reference)
   run = TableRun(binary, preset, settings, output_dir, render)
   runner = experiment.Runner(settings, models_dir, train, test, log=log, strategy=strategy)
-  sets = runner.blackbox_sets() if blackbox else None
-  if sets:
-    run.results["blackbox_sets"] = {name: meta for name, (_, _, meta) in sets.items()}
+  pending = []
   for method in methods:
     if run.done(method.name):
       log(f"row {method.name}: already done, skipped")
-      continue
+    else:
+      pending.append(method)
+  # surrogates and their sets only when a row needs them (not for a finished table)
+  sets = runner.blackbox_sets() if blackbox and pending else None
+  if sets:
+    run.results["blackbox_sets"] = {name: meta for name, (_, _, meta) in sets.items()}
+  for method in pending:
     row = runner.evaluate(method, sets)
     if audit_kwargs:
       row["audited"], row["audit"] = _audit_row(runner, method, row, sets, audit_kwargs, log)

@@ -66,6 +66,11 @@ def test_mnist_table1_smoke_resumes_without_retraining(tmp_path):
 
   third = run_binary("mnist_table1", *common, cwd=tmp_path)
   assert third.stdout.count("already done, skipped") == 9
+  # a finished table needs no models: nothing is trained into an empty --models_dir
+  fresh = run_binary("mnist_table1", *common[:-1], "fresh_models", cwd=tmp_path)
+  assert fresh.returncode == 0 and fresh.stdout.count("already done, skipped") == 9
+  assert ": training" not in fresh.stdout  # neither a surrogate nor a row
+  assert not list((tmp_path / "fresh_models").glob("*/madry_natural"))
 
   figs = run_binary("figures", "--mnist_dir", "out", "--output_dir", "figs", cwd=tmp_path)
   assert figs.returncode == 0, figs.stderr[-2000:]
