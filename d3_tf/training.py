@@ -174,12 +174,12 @@ class D3Model(tf_keras.Model):
     """Eq. (9) for K fresh draws, whatever the λ: u [J, K, N, D] (for diagnostics)."""
     return self._draws_loop(tf.convert_to_tensor(x), y, training, None, directions=True)[1]
 
-  def _draws_loop(self, x, y, training, noise, directions=None):
+  def _draws_loop(self, x, y, training, noise, directions=False):
     """K head calls on one trunk output; K backward passes for the input gradients.
 
     The directions u are computed when a penalty is active or ``directions`` is True.
     """
-    directions = bool(self.active) if directions is None else directions
+    directions = directions or bool(self.active)
     with tf.GradientTape(persistent=True) as input_tape:
       input_tape.watch(x)
       logits = self.draw_logits(x, training=training, noise=noise, draws_mode="loop")

@@ -227,31 +227,26 @@ N_TRAIN_FULL = {"mnist": 60000, "cifar10": 50000}
 
 
 def accuracy_table_binary(binary, dataset, presets_doc, published, title, clean_reference=None):
-  """Defines the flags of mnist_table1 / cifar_table2 and returns their ``main``."""
+  """Defines the flags of mnist_table1 / cifar_table2 and returns their whole ``main``."""
   define_table_flags(binary, presets_doc, dataset)
 
   def main(argv):
     del argv
-    accuracy_table_main(binary, dataset, published, title, clean_reference)
+    settings = settings_from_flags(dataset)
+    try:
+      strategy = distribute.make_strategy(FLAGS.distribute)
+    except ValueError as e:
+      raise experiment.ConfigError(str(e)) from None
+    methods = experiment.parse_methods(FLAGS.methods or experiment.TABLE_ROWS[dataset], dataset)
+    describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
+    train, test = load_table_data(settings)
+    out = output_dir(binary)
+    _, figures = tables.run_accuracy_table(
+        binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
+        title, clean_reference, FLAGS.blackbox, audit_kwargs(), strategy=strategy)
+    if distribute.is_chief():
+      print_outputs(out, figures)
   return main
-
-
-def accuracy_table_main(binary, dataset, published, title, clean_reference=None):
-  """The whole of mnist_table1 / cifar_table2 once their flags are parsed."""
-  settings = settings_from_flags(dataset)
-  try:
-    strategy = distribute.make_strategy(FLAGS.distribute)
-  except ValueError as e:
-    raise experiment.ConfigError(str(e)) from None
-  methods = experiment.parse_methods(FLAGS.methods or experiment.TABLE_ROWS[dataset], dataset)
-  describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
-  train, test = load_table_data(settings)
-  out = output_dir(binary)
-  _, figures = tables.run_accuracy_table(
-      binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
-      title, clean_reference, FLAGS.blackbox, audit_kwargs(), strategy=strategy)
-  if distribute.is_chief():
-    print_outputs(out, figures)
 
 
 def print_outputs(out, extra=()):
