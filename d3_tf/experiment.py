@@ -39,6 +39,9 @@ TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size"
                    "y_mode", "penalty_reduction", "draws_mode", "estimator", "kl_weight", "seed",
                    "eps", "pgd_step", "offline_iters", "offline_n", "surrogate_epochs",
                    "surrogate_adv_iters")
+# Training fields added later: they enter the hash only when set away from their default,
+# so models trained before they existed keep their folders (and finished tables stay done).
+LATER_TRAINING_FIELDS = ("posterior_init", "norm_floor")
 
 
 class ConfigError(ValueError):
@@ -64,7 +67,7 @@ class Settings:
   y_mode: str = "loss"
   penalty_reduction: str = "sum"  # "sum": Eq. 14-18 as printed; "mean": each Ω / D
   draws_mode: str = "loop"      # "loop": K head calls (reference); "vectorized": batched draws
-  estimator: str = "flipout"
+  estimator: str = "flipout"     # or "reparameterization", "reparam_conv" (models.py)
   kl_weight: float = 1.0
   eps: float = 0.3              # L-inf budget of FGSM / PGD / black-box
   pgd_step: float = 0.01
@@ -79,6 +82,8 @@ class Settings:
   sweep_l2: tuple = ()          # and L2
   sweep_n: int = 0              # test images of the sweeps (0 = the n_eval images)
   seed: int = 0
+  posterior_init: float = -5.0  # initial softplus⁻¹σ of the Bayesian kernels (mean)
+  norm_floor: float = 1e-24     # floor on ||∇y||² in Eq. 9 (1e-12: tf.math.l2_normalize's)
 
   @classmethod
   def from_dict(cls, d):
@@ -86,7 +91,11 @@ class Settings:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
   def training_hash(self):
-    blob = json.dumps({k: getattr(self, k) for k in TRAINING_FIELDS}, sort_keys=True)
+    fields = {k: getattr(self, k) for k in TRAINING_FIELDS}
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    fields.update({k: getattr(self, k) for k in LATER_TRAINING_FIELDS
+                   if getattr(self, k) != defaults[k]})
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.md5(blob.encode()).hexdigest()[:10]
 
 
@@ -204,7 +213,9 @@ class Runner:
   def build(self, method, n_train):
     s = self.s
     lam = {p: getattr(s, f"lambda_{p}") if p in method.penalties else 0.0 for p in "mvs"}
-    arch_kwargs = {"width": s.width} if s.arch == "vgg16" else None
+    arch_kwargs = {"posterior_init": s.posterior_init}
+    if s.arch == "vgg16":
+      arch_kwargs["width"] = s.width
     tf_keras.utils.set_random_seed(s.seed + zlib.crc32(method.name.encode()) % 10000)
     with self.strategy.scope():
       model = training.build(
@@ -212,7 +223,7 @@ class Runner:
           arch_kwargs=arch_kwargs, num_draws=s.num_draws, lambda_m=lam["m"], lambda_v=lam["v"],
           lambda_s=lam["s"], variance_variant=s.variance_variant, y_mode=s.y_mode,
           n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction,
-          draws_mode=s.draws_mode)
+          draws_mode=s.draws_mode, norm_floor=s.norm_floor)
       model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
     return model
 

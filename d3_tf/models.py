@@ -20,10 +20,14 @@ Choices where the paper is silent (also in docs/reproduction.md):
   mix well) and without dropout (the weight noise regularises). In training
   mode, batch norm couples the examples of a batch: input gradients carry an
   O(1/N) cross-example term, which we accept.
-- Bayesian layers: Flipout (``Convolution2DFlipout``, ``DenseFlipout``) by
-  default, or the reparameterization estimator. Posterior: mean-field normal
-  with loc initialised He-normal and the softplus-inverse scale N(-5, 0.1)
-  (σ ≈ 0.007), each layer with its OWN seeded initialisers: tfp's defaults share
+- Bayesian layers (``estimator``): "flipout" (``Convolution2DFlipout``,
+  ``DenseFlipout``; the library default), "reparameterization" (both layers
+  ``*Reparameterization``), or "reparam_conv": ``DenseFlipout`` for dense and
+  ``Convolution2DReparameterization`` for conv layers, the pair the project
+  was specified with (one conv kernel sample per draw shared by the batch, as
+  Sec. 5.2.1 describes). Posterior: mean-field normal with loc initialised
+  He-normal and the softplus-inverse scale N(``posterior_init``, 0.1)
+  (default -5: σ ≈ 0.007), each layer with its OWN seeded initialisers: tfp's defaults share
   one unseeded initializer, so same-shaped layers would start identical. Prior
   N(0, 1) (tfp's default). The KL of each layer lands in ``head.losses``;
   ``D3Model`` scales it by 1/N_train.
@@ -35,13 +39,16 @@ import tf_keras
 
 tfpl = tfp.layers
 
-ESTIMATORS = ("flipout", "reparameterization")
+ESTIMATORS = ("flipout", "reparameterization", "reparam_conv")
 _BAYES_LAYERS = {
     ("flipout", "conv"): tfpl.Convolution2DFlipout,
     ("flipout", "dense"): tfpl.DenseFlipout,
     ("reparameterization", "conv"): tfpl.Convolution2DReparameterization,
     ("reparameterization", "dense"): tfpl.DenseReparameterization,
+    ("reparam_conv", "conv"): tfpl.Convolution2DReparameterization,
+    ("reparam_conv", "dense"): tfpl.DenseFlipout,
 }
+_FLIPOUT = (tfpl.Convolution2DFlipout, tfpl.DenseFlipout)
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 INIT_UNTRANSFORMED_SCALE = -5.0
 
@@ -49,11 +56,13 @@ INIT_UNTRANSFORMED_SCALE = -5.0
 class LayerFactory:
   """Makes conv/dense layers, Bayesian or not, each with its own seeds."""
 
-  def __init__(self, bayesian, seed=0, estimator="flipout"):
+  def __init__(self, bayesian, seed=0, estimator="flipout",
+               posterior_init=INIT_UNTRANSFORMED_SCALE):
     if estimator not in ESTIMATORS:
       raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
     self.bayesian = bayesian
     self.estimator = estimator
+    self.posterior_init = float(posterior_init)
     self._seed = seed * 1000
 
   def _next_seed(self):
@@ -64,29 +73,28 @@ class LayerFactory:
     return tfpl.default_mean_field_normal_fn(
         loc_initializer=tf_keras.initializers.HeNormal(seed=self._next_seed()),
         untransformed_scale_initializer=tf_keras.initializers.RandomNormal(
-            mean=INIT_UNTRANSFORMED_SCALE, stddev=0.1, seed=self._next_seed()))
+            mean=self.posterior_init, stddev=0.1, seed=self._next_seed()))
 
-  def _bayes_kwargs(self):
-    kwargs = {"kernel_posterior_fn": self._posterior(),
-              "bias_posterior_fn": tfpl.default_mean_field_normal_fn(
-                  is_singular=True, loc_initializer=tf_keras.initializers.Zeros())}
-    if self.estimator == "flipout":
+  def _bayes_layer(self, kind, *args, **kwargs):
+    cls = _BAYES_LAYERS[(self.estimator, kind)]
+    kwargs.update(kernel_posterior_fn=self._posterior(),
+                  bias_posterior_fn=tfpl.default_mean_field_normal_fn(
+                      is_singular=True, loc_initializer=tf_keras.initializers.Zeros()))
+    if issubclass(cls, _FLIPOUT):
       kwargs["seed"] = self._next_seed()
-    return kwargs
+    return cls(*args, **kwargs)
 
   def conv(self, filters, kernel_size, padding="valid", activation="relu", name=None):
     if self.bayesian:
-      cls = _BAYES_LAYERS[(self.estimator, "conv")]
-      return cls(filters, kernel_size, padding=padding, activation=activation, name=name,
-                 **self._bayes_kwargs())
+      return self._bayes_layer("conv", filters, kernel_size, padding=padding,
+                               activation=activation, name=name)
     return tf_keras.layers.Conv2D(
         filters, kernel_size, padding=padding, activation=activation, name=name,
         kernel_initializer=tf_keras.initializers.HeNormal(seed=self._next_seed()))
 
   def dense(self, units, activation=None, name=None):
     if self.bayesian:
-      cls = _BAYES_LAYERS[(self.estimator, "dense")]
-      return cls(units, activation=activation, name=name, **self._bayes_kwargs())
+      return self._bayes_layer("dense", units, activation=activation, name=name)
     return tf_keras.layers.Dense(
         units, activation=activation, name=name,
         kernel_initializer=tf_keras.initializers.HeNormal(seed=self._next_seed()))
@@ -108,13 +116,14 @@ def is_bayesian(model):
 
 
 def mnist_cnn(bayesian=True, seed=0, estimator="flipout", num_classes=10,
-              input_shape=(28, 28, 1)):
+              input_shape=(28, 28, 1), posterior_init=INIT_UNTRANSFORMED_SCALE):
   """The paper's MNIST network: 3 conv + 2 dense, conv3 and both dense Bayesian.
 
   Args:
     bayesian: False gives the conventional CNN with the same shapes.
     seed: seeds every initializer (and Flipout's sign flips).
-    estimator: "flipout" or "reparameterization".
+    estimator: one of ``ESTIMATORS``.
+    posterior_init: mean of the initial softplus⁻¹σ of the Bayesian kernels.
 
   Returns:
     (trunk, head): two tf_keras models; head(trunk(x)) are the logits.
@@ -126,7 +135,7 @@ def mnist_cnn(bayesian=True, seed=0, estimator="flipout", num_classes=10,
       det.conv(64, 3, name="conv2"),
       tf_keras.layers.MaxPooling2D(2),
   ], name="mnist_trunk")
-  bay = LayerFactory(bayesian, seed + 1, estimator)
+  bay = LayerFactory(bayesian, seed + 1, estimator, posterior_init)
   head = tf_keras.Sequential([
       tf_keras.Input(trunk.output_shape[1:]),
       bay.conv(64, 3, name="conv3"),
@@ -160,13 +169,15 @@ def madry_mnist(seed=0, num_classes=10, input_shape=(28, 28, 1)):
 
 
 def vgg16(bayesian=True, seed=0, estimator="flipout", num_classes=10,
-          input_shape=(32, 32, 3), width=1.0, blocks=VGG16_BLOCKS):
+          input_shape=(32, 32, 3), width=1.0, blocks=VGG16_BLOCKS,
+          posterior_init=INIT_UNTRANSFORMED_SCALE):
   """VGG16 for CIFAR-10: blocks 1-4 deterministic trunk, block 5 + FC Bayesian.
 
   Args:
     width: multiplies every channel count (1.0 = VGG16; small values give the
       tiny VGG-style models used in tests).
     blocks: conv widths per block; the last block goes to the head.
+    posterior_init: mean of the initial softplus⁻¹σ of the Bayesian kernels.
 
   Returns:
     (trunk, head) tf_keras models.
@@ -180,7 +191,7 @@ def vgg16(bayesian=True, seed=0, estimator="flipout", num_classes=10,
                  tf_keras.layers.BatchNormalization(), tf_keras.layers.ReLU()]
     layers.append(tf_keras.layers.MaxPooling2D(2))
   trunk = tf_keras.Sequential(layers, name="vgg16_trunk")
-  bay = LayerFactory(bayesian, seed + 1, estimator)
+  bay = LayerFactory(bayesian, seed + 1, estimator, posterior_init)
   layers = [tf_keras.Input(trunk.output_shape[1:])]
   for i, c in enumerate(blocks[-1]):
     layers.append(bay.conv(ch(c), 3, padding="same", name=f"conv{len(blocks)}_{i + 1}"))

@@ -14,7 +14,9 @@ import tensorflow as tf
 
 # Floor on the squared gradient norm in Eq. (9): a zero gradient maps to the
 # zero vector (no NaN, finite second derivatives) while gradients with norm
-# down to 1e-12 are still normalised exactly.
+# down to 1e-12 are still normalised exactly. ``tf.math.l2_normalize`` computes
+# the same expression with a floor of 1e-12 (norms below 1e-6 are not
+# normalised to 1); D3Model's ``norm_floor`` selects either.
 NORM_EPS = 1e-24
 
 Y_MODES = ("loss", "true_logit", "all_logits")
@@ -36,7 +38,7 @@ def unit_vectors(grads, eps=NORM_EPS):
   return flat * tf.math.rsqrt(tf.maximum(sq, eps))
 
 
-def unit_gradients(tape, summed_outputs, x):
+def unit_gradients(tape, summed_outputs, x, eps=NORM_EPS):
   """Eq. (9) for every draw and every scalar output: u[j, k, n, :].
 
   Args:
@@ -48,12 +50,14 @@ def unit_gradients(tape, summed_outputs, x):
       :func:`summed_outputs`. Since example n's output depends only on x_n,
       the gradient of the sum w.r.t. x holds every per-example gradient.
     x: [N, *input_shape] the network input.
+    eps: floor on the squared norm (see :func:`unit_vectors`).
 
   Returns:
     [J, K, N, D] unit gradient directions: one [K, N, D] block per output.
   """
   num_outputs = len(summed_outputs[0])
-  return tf.stack([tf.stack([unit_vectors(tape.gradient(sums[j], x)) for sums in summed_outputs])
+  return tf.stack([tf.stack([unit_vectors(tape.gradient(sums[j], x), eps)
+                             for sums in summed_outputs])
                    for j in range(num_outputs)])
 
 

@@ -50,11 +50,14 @@ class D3Model(tf_keras.Model):
       where batching pays (see benchmarks/train_step.py).
     n_train: training-set size N; the KL is divided by it once per step.
     kl_weight: extra factor on the KL (1.0 = the ELBO).
+    norm_floor: floor on ||∇y||² in Eq. (9) (``penalties.unit_vectors``);
+      1e-12 is ``tf.math.l2_normalize``'s.
   """
 
   def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
                variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
-               kl_weight=1.0, penalty_reduction="sum", draws_mode="loop", **kwargs):
+               kl_weight=1.0, penalty_reduction="sum", draws_mode="loop",
+               norm_floor=penalties.NORM_EPS, **kwargs):
     super().__init__(**kwargs)
     self.trunk = trunk
     self.head = head
@@ -83,6 +86,7 @@ class D3Model(tf_keras.Model):
     self.y_mode = y_mode
     self.n_train = int(n_train)
     self.kl_weight = float(kl_weight)
+    self.norm_floor = float(norm_floor)
     names = ["loss", "ce", "kl"] + [f"omega_{p}" for p in self.active]
     self.trackers = {n: tf_keras.metrics.Mean(name=n) for n in names}
     self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -96,7 +100,8 @@ class D3Model(tf_keras.Model):
             "lambda_v": self.lambdas["v"], "lambda_s": self.lambdas["s"],
             "variance_variant": self.variance_variant, "alpha": self.alpha,
             "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
-            "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode}
+            "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode,
+            "norm_floor": self.norm_floor}
 
   def draw_logits(self, x, training=False, num_draws=None, noise=None, draws_mode=None):
     """Logits of each draw: list of K tensors [N, M] (trunk run once).
@@ -185,7 +190,7 @@ class D3Model(tf_keras.Model):
       logits = self.draw_logits(x, training=training, noise=noise, draws_mode="loop")
       sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
           if directions else None
-    u = penalties.unit_gradients(input_tape, sums, x) if directions else None
+    u = penalties.unit_gradients(input_tape, sums, x, self.norm_floor) if directions else None
     del input_tape
     return tf.stack(logits), u
 
@@ -206,7 +211,8 @@ class D3Model(tf_keras.Model):
     u = []
     for total in sums:
       grads = vectorized.trunk_vjp(input_tape, h, x, input_tape.gradient(total, h_k))
-      u.append(tf.reshape(penalties.unit_vectors(tf.reshape(grads, [-1] + x.shape.as_list()[1:])),
+      u.append(tf.reshape(penalties.unit_vectors(tf.reshape(grads, [-1] + x.shape.as_list()[1:]),
+                                                 self.norm_floor),
                           [self.num_draws, -1, grads.shape[2:].num_elements()]))
     del input_tape
     return logits, tf.stack(u)

@@ -44,7 +44,10 @@ _HELP = {
                   "samples of every Bayesian layer drawn at once and run as one batched "
                   "computation (plain samples, no Flipout sign flips); see "
                   "benchmarks/train_step.py.",
-    "estimator": "Bayesian layer estimator: flipout or reparameterization.",
+    "estimator": "Bayesian layers: flipout (Convolution2DFlipout + DenseFlipout), "
+                 "reparameterization (both *Reparameterization) or reparam_conv "
+                 "(Convolution2DReparameterization + DenseFlipout: one conv kernel sample per "
+                 "draw shared by the batch, Sec. 5.2.1).",
     "kl_weight": "Factor on the KL term (1.0 = the ELBO, KL / N_train).",
     "eps": "L∞ budget of FGSM, PGD and the black-box sets, in [0,1] pixel units.",
     "pgd_step": "PGD step size (pixel units).",
@@ -59,10 +62,14 @@ _HELP = {
     "sweep_l2": "L2 budgets of the PGD sweep (Figures 2-3), comma-separated.",
     "sweep_n": "Test images attacked in the sweeps (0 = the --n_eval images).",
     "seed": "Random seed (data order, initialisation, draws, attacks).",
+    "posterior_init": "Initial softplus⁻¹σ of the Bayesian kernels (mean of N(·, 0.1)); "
+                      "-5 gives σ ≈ 0.007, -3 gives σ ≈ 0.049.",
+    "norm_floor": "Floor on the squared gradient norm in Eq. 9 (1e-12 is "
+                  "tf.math.l2_normalize's).",
 }
 _ENUMS = {"variance_variant": ["v1", "v2", "v3"], "y_mode": ["loss", "true_logit", "all_logits"],
           "penalty_reduction": ["sum", "mean"], "draws_mode": ["loop", "vectorized"],
-          "estimator": ["flipout", "reparameterization"]}
+          "estimator": ["flipout", "reparameterization", "reparam_conv"]}
 _TUNABLE = [f for f in dataclasses.fields(experiment.Settings) if f.name in _HELP]
 
 
