@@ -9,8 +9,13 @@ Training rows (K=10, all three penalties):
                  backward passes for the K input gradients;
   vectorized     ``draws_mode="vectorized"``: K weight samples per layer in one batched
                  computation, one head backward, one batched trunk VJP.
+  subsampled     the loop step with the penalties on 16 of the 64 examples
+                 (``penalty_examples``; CE and KL on all 64).
 Attack rows: one PGD step through the ART wrapper with K=10 logit averaging, trunk once
-(loop and vectorized heads) versus K full passes.
+(loop and vectorized heads) versus K full passes. Evaluation rows: the table's white-box
+columns (clean, FGSM, PGD-40 at the dataset's ε) on --eval_n images with K=10, with loop
+draws and with the default evaluation draws (``settings.FASTEST_EVAL_DRAWS``), timed whole
+after an untraced warm-up on a few images.
 
 Each configuration runs in its own subprocess so its peak memory (max RSS) is its own.
 Times are the median of --steps warm steps after --warmup steps (tracing excluded).
@@ -33,21 +38,29 @@ _VGG16 = flags.DEFINE_bool("vgg16", False, "Also time VGG16 (batch 32; slow on C
 _VGG_WIDTH = flags.DEFINE_float("vgg_width", 1.0, "Channel multiplier of the timed VGG16.")
 _PROFILE = flags.DEFINE_bool("profile", False, "Also profile one warm step of each row (TF "
                              "profiler) and print its top ops by summed op time.")
+_EVAL_N = flags.DEFINE_integer("eval_n", 1000, "Test-sized images of the MNIST evaluation rows "
+                               "(VGG16 uses --eval_n_vgg).")
+_EVAL_N_VGG = flags.DEFINE_integer("eval_n_vgg", 32, "Images of the VGG16 evaluation rows.")
 _ONE = flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print JSON.")
 
 CONFIGS = {
-    "mnist": dict(arch="mnist_cnn", batch=64, shape=(28, 28, 1)),
-    "vgg16": dict(arch="vgg16", batch=32, shape=(32, 32, 3)),
+    "mnist": dict(arch="mnist_cnn", batch=64, shape=(28, 28, 1), eps=0.3, step=0.01),
+    "vgg16": dict(arch="vgg16", batch=32, shape=(32, 32, 3), eps=0.03, step=0.001),
 }
+SUBSAMPLED = "K=10 D3 train, loop, penalties on 16 of 64"
+EVAL_LOOP, EVAL_DEFAULT = "PGD-40 eval, loop draws", "PGD-40 eval, default draws"
 ROWS = [("K=1 train", dict(kind="train", k=1, penalties=False)),
         ("K=10 D3 train, K full passes", dict(kind="train_full", k=10, penalties=True)),
         ("K=10 D3 train, loop", dict(kind="train", k=10, penalties=True)),
         ("K=10 D3 train, vectorized", dict(kind="train", k=10, penalties=True,
                                            mode="vectorized")),
+        (SUBSAMPLED, dict(kind="train", k=10, penalties=True, penalty_examples=16)),
         ("K=10 PGD step, K full passes", dict(kind="attack_full", k=10, penalties=False)),
         ("K=10 PGD step, trunk once (loop)", dict(kind="attack", k=10, penalties=False)),
         ("K=10 PGD step, trunk once (vectorized)", dict(kind="attack", k=10, penalties=False,
-                                                        mode="vectorized"))]
+                                                        mode="vectorized")),
+        (EVAL_LOOP, dict(kind="eval", k=10, penalties=False, mode="loop")),
+        (EVAL_DEFAULT, dict(kind="eval", k=10, penalties=False, mode="default"))]
 
 
 def _median_time(fn, steps, warmup):
@@ -68,8 +81,8 @@ def _full_passes_model(arch, arch_kwargs, **kwargs):
 
   class FullPasses(training.D3Model):
 
-    def _draws_loop(self, x, y, training_, noise):
-      del noise
+    def _draws_loop(self, x, y, training_, noise, directions):
+      del noise, directions
       with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         logits = [self.head(self.trunk(x, training=training_), training=training_)
@@ -91,6 +104,8 @@ def run_one(cfg):
   from d3_tf import attacks  # pylint: disable=g-import-not-at-top
 
   base = CONFIGS[cfg["model"]]
+  if cfg["kind"] == "eval":
+    return _run_eval(cfg, base)
   rng = np.random.default_rng(0)
   x = tf.constant(rng.uniform(size=(base["batch"],) + base["shape"]).astype(np.float32))
   y = tf.constant(rng.integers(0, 10, size=base["batch"]))
@@ -101,7 +116,8 @@ def run_one(cfg):
     model = _full_passes_model(base["arch"], arch_kwargs, **kwargs)
   else:
     model = d3_tf.build(base["arch"], arch_kwargs=arch_kwargs,
-                        draws_mode=cfg.get("mode", "loop"), **kwargs)
+                        draws_mode=cfg.get("mode", "loop"),
+                        penalty_examples=cfg.get("penalty_examples", 0), **kwargs)
   if cfg["kind"].startswith("train"):
     model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
     step = tf.function(model.train_step)
@@ -120,6 +136,29 @@ def run_one(cfg):
   if cfg.get("profile"):
     result["top_ops"] = result_ops
   return result
+
+
+def _run_eval(cfg, base):
+  """The table's white-box columns on ``cfg["n"]`` images, timed whole (one run)."""
+  import d3_tf  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from d3_tf import attacks, settings  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(cfg["n"],) + base["shape"]).astype(np.float32)
+  y = rng.integers(0, 10, size=cfg["n"])
+  arch_kwargs = {"width": cfg["width"]} if base["arch"] == "vgg16" else None
+  model = d3_tf.build(base["arch"], arch_kwargs=arch_kwargs, num_draws=cfg["k"])
+  mode = settings.FASTEST_EVAL_DRAWS[base["arch"]] if cfg["mode"] == "default" else cfg["mode"]
+  est = attacks.classifier(model, draws_mode=mode)
+  run = lambda n: attacks.white_box(est, x[:n], y[:n], base["eps"], base["step"], 40)
+  run(2)  # tracing: a first shape, then the relaxed one (reduce_retracing)
+  run(3)
+  t0 = time.perf_counter()
+  run(cfg["n"])
+  seconds = time.perf_counter() - t0
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return {"seconds": seconds, "images_per_s": cfg["n"] / seconds, "peak_mb": peak_mb,
+          "mode": mode}
 
 
 def _profile(fn, top=6):
@@ -149,6 +188,18 @@ def _profile(fn, top=6):
   return [(name, round(t, 1), round(100 * t / total, 1)) for name, t in ms.most_common(top)]
 
 
+def target_lines(name, res, cfg):
+  """The issue's ratio lines: subsampled penalties and the default evaluation draws."""
+  t = {label: r["seconds"] for label, r in res.items()}
+  lines = []
+  if SUBSAMPLED in t:
+    lines.append(f"{name} K=10 loop/subsampled(16 of {cfg['batch']}): "
+                 f"{t['K=10 D3 train, loop'] / t[SUBSAMPLED]:.1f}x")
+  if EVAL_LOOP in t and EVAL_DEFAULT in t:
+    lines.append(f"{name} PGD-40 eval loop/default: {t[EVAL_LOOP] / t[EVAL_DEFAULT]:.1f}x")
+  return lines
+
+
 def summary(name, res):
   """The one-line verdict for a model from the rows' results."""
   t = {label: r["seconds"] for label, r in res.items()}
@@ -170,7 +221,7 @@ def main(argv):
     return
   models = ["mnist"] + (["vgg16"] if _VGG16.value else [])
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  lines = []
+  lines, targets = [], []
   for name in models:
     res = {}
     steps = _STEPS.value if name == "mnist" else max(3, _STEPS.value // 3)
@@ -180,7 +231,8 @@ def main(argv):
     print(f"{'configuration':40s} {'ms/step':>10s} {'images/s':>10s} {'peak MB':>9s}")
     for label, cfg in ROWS:
       cfg = dict(cfg, model=name, steps=steps, warmup=_WARMUP.value, width=width,
-                 profile=_PROFILE.value)
+                 profile=_PROFILE.value and cfg["kind"] != "eval",
+                 n=_EVAL_N.value if name == "mnist" else _EVAL_N_VGG.value)
       proc = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--one",
                              json.dumps(cfg)], capture_output=True, text=True, env=env,
                             check=False)
@@ -189,15 +241,20 @@ def main(argv):
         print(f"{label:40s} failed: {proc.stderr.strip().splitlines()[-1:]}")
         continue
       r = res[label] = json.loads(line[0][7:])
-      print(f"{label:40s} {1000 * r['seconds']:10.1f} {r['images_per_s']:10.1f} "
+      shown = label + (f" ({cfg['n']} images, s; default = {r['mode']})"
+                       if cfg["kind"] == "eval" and cfg["mode"] == "default" else
+                       f" ({cfg['n']} images, s)" if cfg["kind"] == "eval" else "")
+      scale = 1 if cfg["kind"] == "eval" else 1000
+      print(f"{shown:40s} {scale * r['seconds']:10.1f} {r['images_per_s']:10.1f} "
             f"{r['peak_mb']:9.0f}", flush=True)
       if r.get("top_ops"):
         print("    top ops: " + ", ".join(f"{op} {t:.0f} ms ({p:.0f}%)"
                                          for op, t, p in r["top_ops"]))
     if len(res) == len(ROWS):
       lines.append(summary(name, res))
+    targets += target_lines(name, res, CONFIGS[name])
   print()
-  print("\n".join(lines))
+  print("\n".join(lines + targets))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import tensorflow as tf
 import tf_keras
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 from art.estimators.classification import TensorFlowV2Classifier
-from tqdm.auto import tqdm
+
+from d3_tf import progress
 
 NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2}
 PGD_DEFAULTS = {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
@@ -148,7 +149,8 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
   if not isinstance(estimator, TensorFlowV2Classifier):
     estimator = classifier(estimator)
   clean_hits, adv_hits, advs = 0, 0, []
-  for start in tqdm(range(0, len(x), batch_size), desc=desc, leave=False):
+  timer = progress.Timer()
+  for start in progress.bar(range(0, len(x), batch_size), desc):
     xb, yb = x[start:start + batch_size], y[start:start + batch_size]
     clean_pred = predict_labels(estimator, xb, batch_size)
     clean_hits += int(np.sum(clean_pred == yb))
@@ -162,6 +164,8 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
       advs.append(xa)
   out = {"clean": 100.0 * clean_hits / len(x), "adversarial": 100.0 * adv_hits / len(x),
          "n": int(len(x))}
+  timer.done(f"{desc}: {len(x)} images, clean {out['clean']:.1f}%" + (
+      f", adversarial {out['adversarial']:.1f}%" if attack is not None else ""))
   if return_adv:
     out["x_adv"] = np.concatenate(advs)
   return out

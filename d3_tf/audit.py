@@ -25,7 +25,7 @@ import tf_keras
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import TensorFlowV2Classifier
 
-from d3_tf import attacks, models, penalties, training
+from d3_tf import attacks, models, penalties, progress, training
 
 
 class EOTClassifier(TensorFlowV2Classifier):
@@ -53,13 +53,13 @@ class DLRLoss(tf_keras.losses.Loss):
     return -(z_y - z_other) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
 
 
-def eot_classifier(model, eot_samples, num_draws=None, loss="ce"):
+def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=None):
   """An ART classifier over the K-draw logit average with EOT-averaged loss gradients."""
   loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
                  tf_keras.losses.CategoricalCrossentropy(
                      from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
   return EOTClassifier(
-      model=attacks.DrawAverage(model, num_draws), nb_classes=int(model.head.output_shape[-1]),
+      model=attacks.DrawAverage(model, num_draws, draws_mode=draws_mode), nb_classes=int(model.head.output_shape[-1]),
       input_shape=tuple(model.trunk.input_shape[1:]), loss_object=loss_object,
       clip_values=(0.0, 1.0), eot_samples=eot_samples)
 
@@ -182,7 +182,7 @@ def eot_pgd(estimator, eps, steps, restarts, norm="inf", seed=0, batch_size=128)
         break
       pgd = attacks.pgd(estimator, eps, 2.5 * eps / steps, steps, norm,
                         random_start=restarts > 1, batch_size=batch_size, seed=seed + r,
-                        verbose=True)
+                        verbose=progress.interactive())
       idx = np.flatnonzero(alive)
       cand = pgd.generate(x[idx], y=attacks.one_hot(y[idx], estimator.nb_classes))
       x_adv[idx] = cand
@@ -195,7 +195,8 @@ def apgd(estimator, eps, steps, restarts, norm="inf", batch_size=128):
   """ART APGD with the estimator's (EOT) loss."""
   return AutoProjectedGradientDescent(estimator, norm=attacks.norm_value(norm), eps=eps,
                                       eps_step=2 * eps, max_iter=steps, nb_random_init=restarts,
-                                      batch_size=batch_size, loss_type=None, verbose=True)
+                                      batch_size=batch_size, loss_type=None,
+                                      verbose=progress.interactive())
 
 
 def autoattack(estimators, eps, steps, restarts, norm="inf", batch_size=128):
@@ -210,7 +211,7 @@ def autoattack(estimators, eps, steps, restarts, norm="inf", batch_size=128):
 def square(estimator, eps, queries, norm="inf", batch_size=128, seed=0):
   np.random.seed(seed)
   return SquareAttack(estimator, norm=attacks.norm_value(norm), eps=eps, max_iter=queries,
-                      nb_restarts=1, batch_size=batch_size, verbose=True)
+                      nb_restarts=1, batch_size=batch_size, verbose=progress.interactive())
 
 
 def prediction_disagreement(estimator, x, batch_size=256):
@@ -268,7 +269,8 @@ def sanity_numbers(estimator, x, y, eps, make_pgd, norm="inf"):
 
 def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
               square_queries=1000, transfer_sets=None, norm="inf", seed=0, batch_size=128,
-              sanity_n=100, whitebox=None, blackbox=None, every_example=False, log=print):
+              sanity_n=100, whitebox=None, blackbox=None, every_example=False, log=print,
+              draws_mode=None):
   """The full audit of one model on (x, y); returns a JSON-able dict.
 
   Args:
@@ -280,8 +282,9 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
     transfer_sets: {name: x_adv aligned with x} precomputed transfer examples.
     whitebox, blackbox: the paper-protocol PGD and black-box accuracies (for the
       obfuscation check); whitebox defaults to the cascade's plain PGD numbers.
+    draws_mode: "loop" or "vectorized" K draws in every attack (default: the model's).
   """
-  est = attacks.classifier(model)
+  est = attacks.classifier(model, draws_mode=draws_mode)
   cascade = Cascade(est, x, y, log=log, every_example=every_example)
   log(f"audit: clean accuracy {cascade.clean:.1f}% on {len(x)} images, ε={eps} ({norm})")
   for name, x_adv in (transfer_sets or {}).items():
@@ -291,9 +294,10 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
     cascade.run("transfer:posterior_mean", lambda xs, ys: eot_pgd(
         mean_est, eps, steps, 1, norm, seed, batch_size)(xs, ys))
   for r in eot:
-    cascade.run(f"eot_pgd:R={r}", eot_pgd(eot_classifier(model, r), eps, steps, restarts, norm,
-                                          seed, batch_size))
-  ests = (eot_classifier(model, apgd_eot), eot_classifier(model, apgd_eot, loss="dlr"))
+    cascade.run(f"eot_pgd:R={r}", eot_pgd(eot_classifier(model, r, draws_mode=draws_mode), eps,
+                                          steps, restarts, norm, seed, batch_size))
+  ests = (eot_classifier(model, apgd_eot, draws_mode=draws_mode),
+          eot_classifier(model, apgd_eot, loss="dlr", draws_mode=draws_mode))
   cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", lambda xs, ys: autoattack(
       ests, eps, steps, restarts, norm, batch_size).generate(xs, y=attacks.one_hot(ys, est.nb_classes)))
   if square_queries:

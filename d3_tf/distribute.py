@@ -16,12 +16,11 @@ import json
 import os
 import tempfile
 
-import tensorflow as tf
-
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
 def make_strategy(name="none"):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (this module starts no TF)
   if name == "none":
     return tf.distribute.get_strategy()
   if name == "mirrored":

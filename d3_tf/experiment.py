@@ -13,10 +13,8 @@ training settings share trained rows (Table 3 reuses Table 2's models).
 """
 
 import dataclasses
-import hashlib
 import json
 import os
-import sys
 import time
 import zlib
 
@@ -24,128 +22,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from d3_tf import advsets, attacks, data, distribute, training
-
-CONVENTIONAL = {"mnist": "CNN", "cifar10": "VGG16"}
-BAYES_PLAIN = {"mnist": "BNN", "cifar10": "BVGG16"}
-TABLE_ROWS = {
-    "mnist": ("CNN", "BNN", "BNN-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off", "M-V-S-Off"),
-    "cifar10": ("VGG16", "BVGG16", "BVGG16-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off",
-                "M-V-S-Off"),
-}
-# Fields that change what a trained model is: part of the model folder's hash.
-TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size", "num_draws",
-                   "learning_rate", "lambda_m", "lambda_v", "lambda_s", "variance_variant",
-                   "y_mode", "penalty_reduction", "draws_mode", "estimator", "kl_weight", "seed",
-                   "eps", "pgd_step", "offline_iters", "offline_n", "surrogate_epochs",
-                   "surrogate_adv_iters")
-# Training fields added later: they enter the hash only when set away from their default,
-# so models trained before they existed keep their folders (and finished tables stay done).
-LATER_TRAINING_FIELDS = ("posterior_init", "norm_floor")
-
-
-class ConfigError(ValueError):
-  """Bad user input (method names, budgets, settings): reported as one line."""
-
-
-@dataclasses.dataclass
-class Settings:
-  """Every setting of a table run; presets fill them, flags override them."""
-  dataset: str = "mnist"
-  arch: str = "mnist_cnn"
-  width: float = 1.0            # channel multiplier (VGG16 only; 1.0 = the real VGG16)
-  n_train: int = 0              # training images (0 = all)
-  n_eval: int = 0               # test images attacked (0 = all)
-  epochs: int = 1
-  batch_size: int = 64
-  num_draws: int = 10           # K
-  learning_rate: float = 1e-3   # Adam
-  lambda_m: float = 20.0
-  lambda_v: float = 40.0
-  lambda_s: float = 40.0
-  variance_variant: str = "v3"
-  y_mode: str = "loss"
-  penalty_reduction: str = "sum"  # "sum": Eq. 14-18 as printed; "mean": each Ω / D
-  draws_mode: str = "loop"      # "loop": K head calls (reference); "vectorized": batched draws
-  estimator: str = "flipout"     # or "reparameterization", "reparam_conv" (models.py)
-  kl_weight: float = 1.0
-  eps: float = 0.3              # L-inf budget of FGSM / PGD / black-box
-  pgd_step: float = 0.01
-  pgd_iters: int = 40
-  offline_iters: int = 40       # PGD steps of the offline ("-Off") training examples
-  offline_n: int = 0            # training images attacked for "-Off" (0 = all)
-  surrogate_epochs: int = 1     # black-box surrogates: natural and adversarial training
-  surrogate_adv_iters: int = 40 # PGD steps inside the adversarial surrogate's training
-  epoch_eval_n: int = 0         # test images attacked after every epoch (Figure 1; 0 = off)
-  epoch_eval_pgd_iters: int = 40
-  sweep_linf: tuple = ()        # PGD-40 budgets for Figures 2-3 (L-inf)
-  sweep_l2: tuple = ()          # and L2
-  sweep_n: int = 0              # test images of the sweeps (0 = the n_eval images)
-  seed: int = 0
-  posterior_init: float = -5.0  # initial softplus⁻¹σ of the Bayesian kernels (mean)
-  norm_floor: float = 1e-24     # floor on ||∇y||² in Eq. 9 (1e-12: tf.math.l2_normalize's)
-
-  @classmethod
-  def from_dict(cls, d):
-    """Settings from results.json (lists back to tuples)."""
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-  def training_hash(self):
-    fields = {k: getattr(self, k) for k in TRAINING_FIELDS}
-    defaults = {f.name: f.default for f in dataclasses.fields(self)}
-    fields.update({k: getattr(self, k) for k in LATER_TRAINING_FIELDS
-                   if getattr(self, k) != defaults[k]})
-    blob = json.dumps(fields, sort_keys=True)
-    return hashlib.md5(blob.encode()).hexdigest()[:10]
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-  name: str
-  bayesian: bool
-  penalties: str    # subset of "mvs"
-  off: bool
-
-
-def parse_method(name, dataset):
-  """Parses the paper's shorthand ("M-V-S-Off", "BNN", "VGG16", ...) for a dataset."""
-  valid = TABLE_ROWS[dataset]
-  if name not in valid:
-    raise ConfigError(f"unknown method {name!r} for {dataset}; valid: {', '.join(valid)}")
-  parts = name.split("-")
-  off = parts[-1] == "Off"
-  letters = [p for p in parts if p in ("M", "V", "S")]
-  return Method(name=name, bayesian=name != CONVENTIONAL[dataset],
-                penalties="".join(l.lower() for l in letters), off=off)
-
-
-def parse_methods(names, dataset):
-  """Comma-separated or list of method names -> list of Method (order kept)."""
-  if isinstance(names, str):
-    names = [n.strip() for n in names.split(",") if n.strip()]
-  methods = [parse_method(n, dataset) for n in names]
-  if not methods:
-    raise ConfigError(f"no methods given; valid: {', '.join(TABLE_ROWS[dataset])}")
-  return methods
-
-
-def atomic_write(path, text):
-  """Writes ``text`` to ``path`` atomically (rename); only the chief writes."""
-  if not distribute.is_chief():
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path) as f:
-    return json.load(f)
-
+from d3_tf import advsets, attacks, data, distribute, progress, training
+from d3_tf.store import atomic_write, read_json  # noqa: F401  (re-exported)
+# The settings of a table run live in the TensorFlow-free d3_tf.settings (binaries validate
+# them before TensorFlow starts); re-exported here.
+from d3_tf.settings import (BAYES_PLAIN, CONVENTIONAL, PRESETS, TABLE_ROWS,  # noqa: F401
+                            ConfigError, Method, Settings, estimate_hours, parse_method,
+                            parse_methods)
 
 class TrainClock(tf_keras.callbacks.Callback):
   """Training seconds of a row summed over resumed runs: ``path`` rewritten after each epoch.
@@ -174,13 +57,14 @@ class TrainClock(tf_keras.callbacks.Callback):
 class EpochAttackLog(tf_keras.callbacks.Callback):
   """After each epoch: clean, FGSM and PGD accuracy on a fixed test slice (Figure 1)."""
 
-  def __init__(self, x, y, eps, pgd_step, pgd_iters, path):
+  def __init__(self, x, y, eps, pgd_step, pgd_iters, path, draws_mode=None):
     super().__init__()
     self.x, self.y, self.path = x, y, path
     self.eps, self.pgd_step, self.pgd_iters = eps, pgd_step, pgd_iters
+    self.draws_mode = draws_mode
 
   def on_train_begin(self, logs=None):
-    self.estimator = attacks.classifier(self.model)
+    self.estimator = attacks.classifier(self.model, draws_mode=self.draws_mode)
 
   def on_epoch_end(self, epoch, logs=None):
     entry = attacks.white_box(self.estimator, self.x, self.y, self.eps, self.pgd_step,
@@ -202,6 +86,8 @@ class Runner:
     (self.x, self.y), (xt, yt) = train, test
     n_eval = settings.n_eval or len(xt)
     self.xe, self.ye = xt[:n_eval], yt[:n_eval]
+    self.xc, self.yc = (xt[:settings.n_clean], yt[:settings.n_clean]) if settings.n_clean \
+        else (self.xe, self.ye)
     self.root = os.path.join(models_dir, f"{settings.dataset}-{settings.arch}-"
                                          f"{settings.training_hash()}")
     os.makedirs(self.root, exist_ok=True)
@@ -223,7 +109,8 @@ class Runner:
           arch_kwargs=arch_kwargs, num_draws=s.num_draws, lambda_m=lam["m"], lambda_v=lam["v"],
           lambda_s=lam["s"], variance_variant=s.variance_variant, y_mode=s.y_mode,
           n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction,
-          draws_mode=s.draws_mode, norm_floor=s.norm_floor)
+          draws_mode=s.draws_mode, norm_floor=s.norm_floor,
+          penalty_examples=s.penalty_examples)
       model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
     return model
 
@@ -252,7 +139,7 @@ class Runner:
     logs = distribute.writable(folder)  # other workers log to a scratch folder
     model.fit(
         data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs,
-        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, else a line
+        verbose=progress.keras_verbose(),
         callbacks=[tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
                    TrainClock(os.path.join(folder, "train_time.json"), len(x)),
                    tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
@@ -280,10 +167,15 @@ class Runner:
       n = self.s.epoch_eval_n
       callbacks.append(EpochAttackLog(self.xe[:n], self.ye[:n], self.s.eps, self.s.pgd_step,
                                       self.s.epoch_eval_pgd_iters,
-                                      os.path.join(self.row_dir(method.name), "epochs.json")))
+                                      os.path.join(self.row_dir(method.name), "epochs.json"),
+                                      self.s.eval_draws()))
     self.log(f"row {method.name}: training on {len(x)} images for {self.s.epochs} epochs "
              f"(K={model.num_draws}, penalties={method.penalties or 'none'})")
     return self._fit(model, method.name, x, y, self.s.epochs, callbacks)
+
+  def classifier(self, model):
+    """The ART classifier that attacks and evaluates ``model`` (settings' eval draws)."""
+    return attacks.classifier(model, draws_mode=self.s.eval_draws())
 
   def conventional(self):
     return self.train(parse_method(CONVENTIONAL[self.s.dataset], self.s.dataset))
@@ -351,11 +243,13 @@ class Runner:
     """Clean / FGSM / PGD / black-box accuracy (%) of a trained row on the eval slice."""
     s = self.s
     model = self.train(method)
-    est = attacks.classifier(model)
+    est = self.classifier(model)
     self.log(f"row {method.name}: attacking {len(self.xe)} test images "
              f"(eps={s.eps}, PGD {s.pgd_iters} x {s.pgd_step}, K={model.num_draws})")
     row = dict(attacks.white_box(est, self.xe, self.ye, s.eps, s.pgd_step, s.pgd_iters),
                n_eval=len(self.xe))
+    if s.n_clean:  # the clean column on its own (larger) slice
+      row.update(clean=attacks.accuracy_on(est, self.xc, self.yc), n_clean=len(self.xc))
     if blackbox:
       per = {name: attacks.accuracy_on(est, xa, ya) for name, (xa, ya, _) in blackbox.items()}
       row["blackbox_per_surrogate"] = per
@@ -372,64 +266,3 @@ class Runner:
     if timing:
       row["train_seconds"] = timing["seconds"]
     return row
-
-
-# ------------------------------------------------------------------ presets
-_MNIST = dict(dataset="mnist", arch="mnist_cnn", lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
-              eps=0.3, pgd_step=0.01)
-# draws_mode stays "loop" (the reference, with tfp's Flipout) for both models: on 2 CPU cores
-# benchmarks/train_step.py measures the vectorized draws at about 1.1x on the MNIST CNN and
-# slightly slower on VGG16 (both are bound by the same convolution FLOPs; docs/performance.md).
-_CIFAR = dict(dataset="cifar10", arch="vgg16", lambda_m=10.0, lambda_v=40.0, lambda_s=20.0,
-              eps=0.03, pgd_step=0.001)
-PRESETS = {
-    # seconds to a couple of minutes: plumbing check on the embedded MNIST slice.
-    ("mnist", "smoke"): Settings(**{**_MNIST, "pgd_step": 0.05}, n_train=256, n_eval=32,
-                                 epochs=1, batch_size=32, num_draws=2, pgd_iters=10,
-                                 offline_iters=10,
-                                 surrogate_adv_iters=3, epoch_eval_n=16, epoch_eval_pgd_iters=5,
-                                 sweep_linf=(0.1, 0.3), sweep_l2=(2.0,)),
-    # a few hours on 2 CPU cores: 10k training images, 5 epochs, 1,000 attacked test images,
-    # Figure 1 on 200 test images per epoch, Figure 2 sweeps (PGD-40) on 200; adversarial
-    # surrogate trained with PGD-10. Penalties as means over input dims: with the printed
-    # sums the penalised rows stay near chance at this budget (docs/reproduction.md).
-    ("mnist", "cpu"): Settings(**_MNIST, penalty_reduction="mean", n_train=10000, n_eval=1000, epochs=5, batch_size=64,
-                               num_draws=10, offline_n=10000, surrogate_epochs=3,
-                               surrogate_adv_iters=10, epoch_eval_n=200, epoch_eval_pgd_iters=40,
-                               sweep_linf=(0.1, 0.2, 0.4), sweep_l2=(1.5, 3.0), sweep_n=200),
-    # the paper: all 60k images, 100 epochs, the full test set. GPU work.
-    ("mnist", "paper"): Settings(**_MNIST, epochs=100, batch_size=64, num_draws=10,
-                                 surrogate_epochs=100, surrogate_adv_iters=40,
-                                 epoch_eval_n=1000,
-                                 sweep_linf=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
-                                 sweep_l2=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)),
-    # a tiny VGG (1/16 of the channels) on 128 images: plumbing only.
-    ("cifar10", "smoke"): Settings(**{**_CIFAR, "pgd_step": 0.008}, width=1 / 16, n_train=128,
-                                   n_eval=16, epochs=1, batch_size=32, num_draws=2, pgd_iters=5,
-                                   offline_iters=5, offline_n=128, surrogate_adv_iters=3,
-                                   sweep_linf=(0.015, 0.035), sweep_l2=(0.5,)),
-    # HONESTLY REDUCED (and penalties as means over input dims, as for MNIST): VGG16 with 1/4 of the channels, 5k images, 3 epochs, 200 attacked
-    # images. A full-width VGG16 D3 step costs 12-36 s per batch of 32 on 2 CPU cores.
-    ("cifar10", "cpu"): Settings(**_CIFAR, penalty_reduction="mean", width=0.25, n_train=5000, n_eval=200, epochs=3,
-                                 batch_size=32, num_draws=10, offline_n=5000,
-                                 surrogate_epochs=3, sweep_linf=(0.015, 0.035, 0.055, 0.07),
-                                 sweep_l2=(0.25, 0.5, 1.0), sweep_n=100),
-    ("cifar10", "paper"): Settings(**_CIFAR, epochs=100, batch_size=64, num_draws=10,
-                                   surrogate_epochs=100,
-                                   sweep_linf=(0.015, 0.035, 0.055, 0.07),
-                                   sweep_l2=(0.25, 0.5, 0.75, 1.0, 1.5)),
-}
-
-# Seconds per batch-64 training step on 2 CPU cores (K=10, all penalties, draws_mode=loop),
-# from benchmarks.train_step: MNIST measured at batch 64; CIFAR-10 twice the 5.9 s VGG16 step
-# measured at batch 32 (the cores are saturated, so time grows with the batch). For estimates.
-STEP_SECONDS_CPU = {"mnist": 0.69, "cifar10": 11.9}
-
-
-def estimate_hours(settings, num_rows, n_train_full):
-  """Rough CPU cost of training ``num_rows`` D3 rows (the dominant term), in hours."""
-  n = settings.n_train or n_train_full
-  steps = num_rows * settings.epochs * -(-n // settings.batch_size)
-  width_factor = settings.width ** 2 if settings.arch == "vgg16" else 1.0
-  batch_factor = settings.batch_size / 64
-  return steps * STEP_SECONDS_CPU[settings.dataset] * width_factor * batch_factor / 3600.0

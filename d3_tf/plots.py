@@ -76,3 +76,21 @@ def figure_budgets(results, path, title):
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=8, loc="best")
   return _save(fig, path)
+
+
+def figure_diversity(points, path):
+  """PGD (filled) and audited (open) accuracy against ΩM of the K test-time directions."""
+  if not points:
+    return None
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, omega_m, pgd, audited in points:
+    colour, _ = style(label.split()[-1])
+    ax.scatter(omega_m, pgd, color=colour, marker="o")
+    if audited is not None:
+      ax.scatter(omega_m, audited, facecolors="none", edgecolors=colour, marker="o")
+      ax.plot([omega_m, omega_m], [audited, pgd], color=colour, lw=0.5)
+  ax.set_xlabel("ΩM of K test-time draws (1 = identical directions)")
+  ax.set_ylabel("accuracy under attack (%)")
+  ax.set_title("Does diversity buy robustness? PGD-40 (filled) vs audited (open)")
+  ax.set_ylim(-2, 100)
+  return _save(fig, path)

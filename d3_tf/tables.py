@@ -44,8 +44,11 @@ def load_results(path, binary, preset, settings):
   if results is None:
     return {"binary": binary, "preset": preset, "settings": current, "rows": {},
             "wall_seconds": 0.0}
-  if results.get("settings") != current:
-    changed = sorted(k for k in current if results.get("settings", {}).get(k) != current[k])
+  # fields added since the file was written read as their defaults
+  stored = json.loads(json.dumps(dataclasses.asdict(
+      experiment.Settings.from_dict(results.get("settings", {})))))
+  if stored != current:
+    changed = sorted(k for k in current if stored.get(k) != current[k])
     raise experiment.ConfigError(f"{path} holds results made with other settings ({', '.join(changed)}); "
                      "use another --output_dir or remove that file")
   return results
@@ -67,14 +70,32 @@ def _delta(ours, ref):
   return f"{ours - ref:+.1f}"
 
 
+PAPER_TRAINING = {"mnist": (60000, 100), "cifar10": (50000, 100)}  # images, epochs
+
+
+def setup_line(s, n_eval):
+  """One sentence with the settings that make a table's numbers what they are."""
+  images, epochs = PAPER_TRAINING[s["dataset"]]
+  share = 100.0 * (s["n_train"] or images) * s["epochs"] / (images * epochs)
+  reduction = {"sum": "as printed (sums over input dims)",
+               "mean": "as means over input dims"}[s["penalty_reduction"]]
+  extra = [f"{k} {s[k]}" for k, default in (("posterior_init", -5.0), ("y_mode", "loss"),
+                                             ("penalty_examples", 0))
+           if s.get(k, default) != default]
+  return (f"{s['n_train'] or 'all'} training images × {s['epochs']} epochs ({share:.2g}% of the "
+          f"paper's training), batch {s['batch_size']}, K={s['num_draws']}, penalties "
+          f"{reduction}, estimator {s['estimator']}" + "".join(f", {e}" for e in extra) +
+          f"; attacks on {n_eval} test images"
+          + (f" (clean accuracy on {s['n_clean']})" if s.get("n_clean") else "") +
+          f", L∞ ε={s['eps']}, PGD {s['pgd_iters']} steps of {s['pgd_step']}")
+
+
 def table_markdown(results, published, title, clean_reference=None):
   """Markdown table: for every cell, ours | paper | difference."""
   s = results["settings"]
+  n_eval = next(iter(results["rows"].values()), {}).get("n_eval", "?")
   lines = [f"# {title}", "",
-           f"Preset `{results['preset']}`: {s['n_train'] or 'all'} training images, "
-           f"{s['epochs']} epochs, K={s['num_draws']}, attacks on "
-           f"{next(iter(results['rows'].values()), {}).get('n_eval', '?')} test images, "
-           f"L∞ ε={s['eps']}, PGD {s['pgd_iters']} steps of {s['pgd_step']}. "
+           f"Preset `{results['preset']}`: {setup_line(s, n_eval)}. "
            "Accuracy in %; Δ = ours − paper.", ""]
   audited = any("audited" in row for row in results["rows"].values())
   header = "| method |" + "".join(f" {label} | paper | Δ |" for _, label in COLUMNS)
@@ -126,14 +147,16 @@ def budget_markdown(results, title):
   return "\n".join(lines) + "\n"
 
 
-def _audit_row(runner, method, row, sets, audit_kwargs, log):
+def audit_row(runner, method, row, sets, audit_kwargs, log=print):
+  """(audited accuracy, audit report without per-example lists) of a trained row."""
   from d3_tf import audit  # pylint: disable=g-import-not-at-top
   kwargs = dict(audit_kwargs)
   n = min(kwargs.pop("n"), len(runner.xe))
   transfer = {name: xa[:n] for name, (xa, _, _) in (sets or {}).items()}
   report = audit.run_audit(runner.train(method), runner.xe[:n], runner.ye[:n], runner.s.eps,
                            transfer_sets=transfer, whitebox=row["pgd"],
-                           blackbox=row.get("blackbox"), log=log, **kwargs)
+                           blackbox=row.get("blackbox"), log=log,
+                           draws_mode=runner.s.eval_draws(), **kwargs)
   report.pop("per_example_robust")
   report.pop("per_example_by_attack")
   return report["audited_robust_accuracy"], report
@@ -196,7 +219,7 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
   for method in pending:
     row = runner.evaluate(method, sets)
     if audit_kwargs:
-      row["audited"], row["audit"] = _audit_row(runner, method, row, sets, audit_kwargs, log)
+      row["audited"], row["audit"] = audit_row(runner, method, row, sets, audit_kwargs, log)
     row["provenance"] = {"git_commit": run.results["git_commit"],
                          "command": run.results["command"]}
     run.add(method.name, row)

@@ -48,6 +48,11 @@ class D3Model(tf_keras.Model):
       computation, with one batched trunk backward pass for the K input
       gradients (``d3_tf.vectorized``). Same distribution of draws; faster
       where batching pays (see benchmarks/train_step.py).
+    penalty_examples: 0 computes the penalties on every example of the batch (the
+      paper). n > 0 computes them on a uniformly random subset of n examples of
+      each batch (fresh weight draws), an unbiased estimate of their batch mean
+      in Eq. (19) at about n/N of the double-backprop cost; the cross-entropy and
+      the KL stay on the whole batch. Not the paper's estimator (docs/performance.md).
     n_train: training-set size N; the KL is divided by it once per step.
     kl_weight: extra factor on the KL (1.0 = the ELBO).
     norm_floor: floor on ||∇y||² in Eq. (9) (``penalties.unit_vectors``);
@@ -57,7 +62,7 @@ class D3Model(tf_keras.Model):
   def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
                variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
                kl_weight=1.0, penalty_reduction="sum", draws_mode="loop",
-               norm_floor=penalties.NORM_EPS, **kwargs):
+               norm_floor=penalties.NORM_EPS, penalty_examples=0, **kwargs):
     super().__init__(**kwargs)
     self.trunk = trunk
     self.head = head
@@ -87,6 +92,9 @@ class D3Model(tf_keras.Model):
     self.n_train = int(n_train)
     self.kl_weight = float(kl_weight)
     self.norm_floor = float(norm_floor)
+    if penalty_examples < 0:
+      raise ValueError(f"penalty_examples must be >= 0, got {penalty_examples}")
+    self.penalty_examples = int(penalty_examples)
     names = ["loss", "ce", "kl"] + [f"omega_{p}" for p in self.active]
     self.trackers = {n: tf_keras.metrics.Mean(name=n) for n in names}
     self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -101,7 +109,7 @@ class D3Model(tf_keras.Model):
             "variance_variant": self.variance_variant, "alpha": self.alpha,
             "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
             "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode,
-            "norm_floor": self.norm_floor}
+            "norm_floor": self.norm_floor, "penalty_examples": self.penalty_examples}
 
   def draw_logits(self, x, training=False, num_draws=None, noise=None, draws_mode=None):
     """Logits of each draw: list of K tensors [N, M] (trunk run once).
@@ -139,7 +147,7 @@ class D3Model(tf_keras.Model):
       return tf.constant(0.0)
     return self.kl_weight * tf.add_n(kls) / float(self.n_train)
 
-  def compute_terms(self, x, y, training=True, noise=None):
+  def compute_terms(self, x, y, training=True, noise=None, penalty_index=None):
     """All loss terms of Eq. (19) for one batch, differentiable w.r.t. the weights.
 
     Args:
@@ -149,6 +157,8 @@ class D3Model(tf_keras.Model):
         (``vectorized.kernel_noise``): fixes the K weight samples
         θ_k = μ + σ ε_k, so that both draws modes see the same draws. With
         ``draws_mode="loop"`` this needs reparameterization layers.
+      penalty_index: optional indices of the examples the penalties are
+        computed on (default: all, or a random ``penalty_examples`` subset).
 
     Returns:
       dict with "loss", "ce", "kl", "logits" (averaged) and "omega_<p>" for
@@ -156,7 +166,12 @@ class D3Model(tf_keras.Model):
     """
     x = tf.convert_to_tensor(x)
     draws = self._draws_vectorized if self.draws_mode == "vectorized" else self._draws_loop
-    logits, u = draws(x, y, training, noise)  # [K, N, M], [J, K, N, D] or None
+    subset = self._penalty_subset(x) if penalty_index is None else penalty_index
+    if subset is None or not self.active:
+      logits, u = draws(x, y, training, noise, bool(self.active))  # [K,N,M], [J,K,N,D]
+    else:  # CE on the whole batch; the input gradients only for the subset
+      logits, _ = draws(x, y, training, noise, False)
+      _, u = draws(tf.gather(x, subset), tf.gather(y, subset), training, noise, True)
     labels = tf.tile(tf.cast(y, tf.int32), [logits.shape[0]])
     ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=tf.reshape(logits, [-1, logits.shape[-1]])))
@@ -175,16 +190,22 @@ class D3Model(tf_keras.Model):
     terms["loss"] = loss
     return terms
 
+  def _penalty_subset(self, x):
+    """Random indices of ``penalty_examples`` examples of the batch, or None for all."""
+    n = self.penalty_examples
+    if not n or (x.shape[0] is not None and x.shape[0] <= n):
+      return None
+    return tf.random.shuffle(tf.range(tf.shape(x)[0]))[:n]
+
   def input_directions(self, x, y, training=False):
     """Eq. (9) for K fresh draws, whatever the λ: u [J, K, N, D] (for diagnostics)."""
     return self._draws_loop(tf.convert_to_tensor(x), y, training, None, directions=True)[1]
 
-  def _draws_loop(self, x, y, training, noise, directions=False):
+  def _draws_loop(self, x, y, training, noise, directions):
     """K head calls on one trunk output; K backward passes for the input gradients.
 
-    The directions u are computed when a penalty is active or ``directions`` is True.
+    The directions u (Eq. 9) are computed when ``directions`` is True, else None.
     """
-    directions = directions or bool(self.active)
     with tf.GradientTape(persistent=True) as input_tape:
       input_tape.watch(x)
       logits = self.draw_logits(x, training=training, noise=noise, draws_mode="loop")
@@ -194,10 +215,10 @@ class D3Model(tf_keras.Model):
     del input_tape
     return tf.stack(logits), u
 
-  def _draws_vectorized(self, x, y, training, noise):
+  def _draws_vectorized(self, x, y, training, noise, directions):
     """The K draws batched; one head and one (vectorised) trunk backward pass."""
     noise = noise if noise is not None else vectorized.kernel_noise(self.head, self.num_draws)
-    if not self.active:
+    if not directions:
       return vectorized.apply_head(self.head, self.trunk(x, training=training), noise), None
     with tf.GradientTape(persistent=True) as input_tape:
       input_tape.watch(x)

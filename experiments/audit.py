@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import flags
 
-from d3_tf import advsets, audit, experiment
+from d3_tf import store
 from experiments import common
 
 common.define_trained_rows_flags(["M-S"])
@@ -53,11 +53,20 @@ def markdown(report):
   return "\n".join(lines) + "\n"
 
 
+for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n"):
+  flags.register_validator(_name, lambda v: v >= 1, message="must be an integer ≥ 1")
+flags.register_validator("square_queries", lambda v: v >= 0, message="must be an integer ≥ 0")
+flags.register_validator("seed", lambda v: v >= 0, message="must be an integer ≥ 0")
+flags.register_validator("eps", lambda v: v is None or 0 < v <= 1,
+                         message="must be in (0, 1] (L∞, pixel units)")
+flags.register_validator("eot", lambda v: bool(v) and all(r.isdigit() and int(r) >= 1 for r in v),
+                         message="must be a comma-separated list of integers ≥ 1")
+
+
 def main(argv):
   del argv
+  from d3_tf import advsets, audit  # pylint: disable=g-import-not-at-top
   eot = tuple(int(r) for r in _EOT.value)
-  if any(r < 1 for r in eot) or _STEPS.value < 1 or _RESTARTS.value < 1 or _N.value < 1:
-    raise experiment.ConfigError("--eot values, --steps, --restarts and --n must be >= 1")
   table, settings, runner, methods, out = common.trained_rows()
   n = min(_N.value, len(runner.xe))
   x, y = runner.xe[:n], runner.ye[:n]
@@ -66,7 +75,7 @@ def main(argv):
     xa, ya, meta = advsets.load(path)
     if len(xa) >= n and np.array_equal(ya[:n], y):
       transfer[meta["source"]] = xa[:n]
-  report = experiment.read_json(os.path.join(out, "audit.json"), {"rows": {}})
+  report = store.read_json(os.path.join(out, "audit.json"), {"rows": {}})
   eps = _EPS.value if _EPS.value is not None else settings.eps
   report.update({"eps": eps, "n": n})
   for method in methods:
@@ -76,7 +85,7 @@ def main(argv):
         runner.train(method), x, y, eps, eot=eot, steps=_STEPS.value, restarts=_RESTARTS.value,
         apgd_eot=_APGD_EOT.value, square_queries=_SQUARE.value, transfer_sets=transfer,
         seed=_SEED.value, sanity_n=_SANITY_N.value, whitebox=row_table.get("pgd"),
-        blackbox=row_table.get("blackbox"))
+        blackbox=row_table.get("blackbox"), draws_mode=settings.eval_draws())
     paths = common.write_report(out, "audit", report, markdown)
   print(markdown(report))
   print(f"results: {', '.join(paths)}")

@@ -12,7 +12,7 @@ from d3_tf import paper
 from experiments import common
 
 main = common.accuracy_table_binary(
-    "cifar_table2", "cifar10",
+    "cifar_table2", "cifar10", "smoke",
     "smoke: VGG16 at 1/16 width on 128 images, 1 epoch, K=2 (plumbing only). cpu: HONESTLY "
     "REDUCED - VGG16 at 1/4 width, 5k images, 3 epochs, 200 attacked images, penalties as means "
     "over the input dims (--penalty_reduction=mean). paper: full VGG16, 50k images, 100 epochs, "

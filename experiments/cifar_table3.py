@@ -11,12 +11,14 @@ PGD uses the table's 40 steps of 0.001 by default, as the paper: those steps tra
 """
 from absl import flags
 
-from d3_tf import attacks, experiment, paper, tables
+from d3_tf import paper
+from d3_tf.settings import ConfigError, parse_methods
 from experiments import common
 
 BINARY = "cifar_table3"
 ROWS = ("M-S", "BVGG16-Off", "M-S-Off")
-common.define_table_flags(BINARY, "Same presets as cifar_table2 (smoke / cpu / paper).")
+common.define_table_flags(BINARY, "Same presets as cifar_table2 (smoke / cpu / paper).",
+                          "cifar10", "smoke", methods=False)
 _BUDGETS = flags.DEFINE_string("budgets", ",".join(str(b) for b in paper.TABLE3_BUDGETS),
                                "Comma-separated L∞ budgets in [0, 1]; 0.0 = clean accuracy.")
 _SCALE_STEP = flags.DEFINE_bool("scale_step", False,
@@ -31,21 +33,33 @@ def parse_budgets(text):
     try:
       value = float(item)
     except ValueError:
-      raise experiment.ConfigError(f"budget {item!r} is not a number (--budgets "
+      raise ConfigError(f"budget {item!r} is not a number (--budgets "
                                    "takes comma-separated numbers like 0.015,0.035)") from None
     if value != value or value < 0 or value > 1:
-      raise experiment.ConfigError(f"budget {item} outside [0, 1] (0.0 = clean)")
+      raise ConfigError(f"budget {item} outside [0, 1] (0.0 = clean)")
     if value in values:
-      raise experiment.ConfigError(f"budget {item} given twice")
+      raise ConfigError(f"budget {item} given twice")
     values.append(value)
   return tuple(values)
 
 
+def _check_budgets(text):
+  try:
+    parse_budgets(text)
+  except ConfigError as e:
+    raise flags.ValidationError(str(e)) from None
+  return True
+
+
+flags.register_validator("budgets", _check_budgets)
+
+
 def main(argv):
   del argv
+  from d3_tf import attacks, experiment, tables  # pylint: disable=g-import-not-at-top
   budgets = parse_budgets(_BUDGETS.value)
   settings = common.settings_from_flags("cifar10")
-  methods = experiment.parse_methods(list(ROWS), "cifar10")
+  methods = parse_methods(list(ROWS), "cifar10")
   common.describe(settings, BINARY, len(methods), common.N_TRAIN_FULL["cifar10"])
   train, test = common.load_table_data(settings)
   out = common.output_dir(BINARY)
@@ -60,7 +74,7 @@ def main(argv):
     if not todo:
       print(f"row {method.name}: already done, skipped")
       continue
-    est = attacks.classifier(runner.train(method))
+    est = runner.classifier(runner.train(method))
     for b in todo:
       step = 2.5 * b / settings.pgd_iters if _SCALE_STEP.value else settings.pgd_step
       attack = attacks.make_attack(est, "pgd", b, eps_step=step, max_iter=settings.pgd_iters)

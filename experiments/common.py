@@ -1,16 +1,22 @@
-"""Flags and helpers shared by the experiment binaries (absl FLAGS live only here)."""
+"""Flags and helpers shared by the experiment binaries (absl FLAGS live only here).
+
+Nothing here starts TensorFlow at import: every flag is checked when it is parsed (one line
+on stderr naming the flag, the value and the valid range; exit status 2), and ``run`` then
+starts TensorFlow quietly (``d3_tf.quiet``) before the binary's ``main``. Binaries import
+the TensorFlow modules (experiment, tables, audit, ...) inside ``main``.
+"""
 import dataclasses
 import json
 import logging
 import os
 import sys
-import warnings
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from d3_tf import data, distribute, experiment, tables
+from d3_tf import data, distribute, quiet, store
+from d3_tf import settings as cfg
 
 FLAGS = flags.FLAGS
 
@@ -19,6 +25,8 @@ DATA_DIR = flags.DEFINE_string(
     f"Folder with the official files (mnist/*-ubyte.gz, cifar10/{data.CIFAR_ARCHIVE}); "
     f"defaults to ${data.ENV_VAR}. Without either, tensorflow_datasets is used, except "
     "that MNIST at --preset smoke uses the slice embedded in the package.")
+flags.register_validator("data_dir", lambda v: v is None or os.path.isdir(v),
+                         message="must be an existing folder")
 DATA_SOURCE = flags.DEFINE_enum(
     "data_source", None, ["auto", "local", "tfds", "embedded"],
     "Where data comes from (default: embedded for MNIST smoke runs when no data dir is set, "
@@ -28,6 +36,8 @@ _HELP = {
     "width": "Channel multiplier of VGG16 (1.0 = the real VGG16).",
     "n_train": "Training images used (0 = all).",
     "n_eval": "Test images attacked for the table (0 = all).",
+    "n_clean": "Test images of the clean column, when more than the attacked ones "
+               "(0 = the --n_eval images).",
     "epochs": "Training epochs per row.",
     "batch_size": "Training batch size.",
     "num_draws": "K: Bayesian head draws in training, inference and attacks.",
@@ -62,39 +72,69 @@ _HELP = {
     "sweep_l2": "L2 budgets of the PGD sweep (Figures 2-3), comma-separated.",
     "sweep_n": "Test images attacked in the sweeps (0 = the --n_eval images).",
     "seed": "Random seed (data order, initialisation, draws, attacks).",
+    "penalty_examples": "Compute the penalties (Eq. 14-18) on a random subset of this many "
+                        "examples of each batch: an unbiased estimate of their batch mean at a "
+                        "fraction of the cost; CE and KL stay on the whole batch. 0 = every "
+                        "example (the paper). See docs/performance.md before using it.",
+    "eval_draws_mode": "K draws of attacks, evaluation and the audit: auto (the faster exact "
+                       "mode of the architecture, measured: vectorized for the MNIST CNN, loop "
+                       "for VGG16; docs/performance.md), loop or vectorized. Not a training "
+                       "setting.",
     "posterior_init": "Initial softplus⁻¹σ of the Bayesian kernels (mean of N(·, 0.1)); "
                       "-5 gives σ ≈ 0.007, -3 gives σ ≈ 0.049.",
     "norm_floor": "Floor on the squared gradient norm in Eq. 9 (1e-12 is "
                   "tf.math.l2_normalize's).",
 }
-_ENUMS = {"variance_variant": ["v1", "v2", "v3"], "y_mode": ["loss", "true_logit", "all_logits"],
-          "penalty_reduction": ["sum", "mean"], "draws_mode": ["loop", "vectorized"],
-          "estimator": ["flipout", "reparameterization", "reparam_conv"]}
-_TUNABLE = [f for f in dataclasses.fields(experiment.Settings) if f.name in _HELP]
+_TUNABLE = [f for f in dataclasses.fields(cfg.Settings) if f.name in _HELP]
+
+
+def _floats(values):
+  """A list flag's strings as a tuple of floats (None when one is not a number)."""
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    return None
+
+
+def validate(name, rule, convert=lambda v: v):
+  """Registers ``rule`` (``cfg.RULES`` form) as the parse-time check of flag ``name``."""
+  ok, what = rule
+  flags.register_validator(name, lambda v: v is None or ok(convert(v)), message=f"must be {what}")
 
 
 def define_setting_flags():
-  """One flag per Settings field (default: the preset's value)."""
+  """One flag per Settings field (default: the preset's value), checked when parsed."""
   for f in _TUNABLE:
     help_text = _HELP[f.name] + " Default: the preset's value."
-    if f.name in _ENUMS:
-      flags.DEFINE_enum(f.name, None, _ENUMS[f.name], help_text)
+    convert = lambda v: v
+    if f.name in cfg.ENUMS:
+      flags.DEFINE_enum(f.name, None, cfg.ENUMS[f.name], help_text)
     elif f.type in ("tuple", tuple):
       flags.DEFINE_list(f.name, None, help_text)
+      convert = _floats
     elif f.type in ("int", int):
       flags.DEFINE_integer(f.name, None, help_text)
     elif f.type in ("float", float):
       flags.DEFINE_float(f.name, None, help_text)
     else:
       flags.DEFINE_string(f.name, None, help_text)
+    validate(f.name, cfg.RULES[f.name], convert)
 
 
-def define_table_flags(binary, presets_doc, dataset=None):
-  """Flags of every table binary; with ``dataset`` also --methods and --blackbox."""
-  flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"], presets_doc)
-  if dataset:
+def presets(dataset):
+  """Preset names of a dataset, in PRESETS order."""
+  return [p for d, p in cfg.PRESETS if d == dataset]
+
+
+def define_table_flags(binary, presets_doc, dataset, default_preset, methods=True):
+  """Flags of every table binary; ``methods`` adds --methods and --blackbox."""
+  flags.DEFINE_enum("preset", default_preset, presets(dataset), presets_doc)
+  if methods:
+    rows = cfg.TABLE_ROWS[dataset]
     flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default all): "
-                      f"{', '.join(experiment.TABLE_ROWS[dataset])}.")
+                      f"{', '.join(rows)}.")
+    validate("methods", (lambda v: bool(v) and all(m in rows for m in v),
+                         "a comma-separated list of " + ", ".join(rows)))
     flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
                       "black-box column.")
   flags.DEFINE_string("output_dir", None,
@@ -105,7 +145,7 @@ def define_table_flags(binary, presets_doc, dataset=None):
                       "shared by the binaries, so rows with equal training settings are reused.")
   flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
                     "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset cpu and "
-                    "paper, off for smoke.")
+                    "paper, off for the others.")
   flags.DEFINE_enum("distribute", "none", list(distribute.STRATEGIES),
                     "tf.distribute strategy: none, mirrored (all local GPUs) or multi_worker "
                     "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
@@ -117,14 +157,21 @@ def define_table_flags(binary, presets_doc, dataset=None):
                        "Default: 50 for --preset cpu, 100 otherwise.")
   flags.DEFINE_integer("audit_restarts", None, "Random restarts of the audit's EOT-PGD and "
                        "APGD. Default: 1 for --preset cpu, 5 otherwise.")
-  flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit. "
-                       "Default: 500 for --preset cpu, 1000 otherwise.")
+  flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit "
+                       "(0 = skip). Default: 500 for --preset cpu, 1000 otherwise.")
+  positive, count = cfg.RULES["epochs"], cfg.RULES["n_train"]
+  for name in ("audit_n", "audit_steps", "audit_restarts"):
+    validate(name, positive)
+  validate("audit_square_queries", count)
+  validate("audit_eot", (lambda v: v is not None and bool(v) and all(x.isdigit() and int(x) >= 1
+                                                                    for x in v),
+                         "a comma-separated list of integers ≥ 1"))
   define_setting_flags()
 
 
 def audit_kwargs():
   """run_audit arguments from the --audit* flags, or None when the audit is off."""
-  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset != "smoke"
+  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset in ("cpu", "paper")
   if not on:
     return None
   cpu = FLAGS.preset == "cpu"
@@ -140,7 +187,7 @@ def audit_kwargs():
 
 def settings_from_flags(dataset):
   """The preset's Settings with every flag that was given applied on top."""
-  base = experiment.PRESETS[(dataset, FLAGS.preset)]
+  base = cfg.PRESETS[(dataset, FLAGS.preset)]
   overrides = {}
   for f in _TUNABLE:
     value = getattr(FLAGS, f.name)
@@ -148,14 +195,14 @@ def settings_from_flags(dataset):
       if f.type in ("tuple", tuple):
         value = tuple(float(v) for v in value)
       overrides[f.name] = value
-  return dataclasses.replace(base, **overrides)
+  return dataclasses.replace(base, **overrides).validate()
 
 
 def define_trained_rows_flags(default_methods):
   """Flags of the binaries that analyse rows trained by a table binary (audit, diversity)."""
   flags.DEFINE_enum("table", "mnist_table1", ["mnist_table1", "cifar_table2"],
                     "Which table's trained rows to analyse.")
-  flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"],
+  flags.DEFINE_enum("preset", "smoke", sorted({p for _, p in cfg.PRESETS}),
                     "Preset of the table run (sets the default --results_dir).")
   flags.DEFINE_string("results_dir", None,
                       "The table's output dir (default results/<table>/<preset>).")
@@ -163,6 +210,9 @@ def define_trained_rows_flags(default_methods):
   flags.DEFINE_string("output_dir", None, "Where this binary's JSON / markdown go "
                       "(default: --results_dir).")
   flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
+  rows = sorted(set(cfg.TABLE_ROWS["mnist"] + cfg.TABLE_ROWS["cifar10"]))
+  validate("methods", (lambda v: bool(v) and all(m in rows for m in v),
+                       "a comma-separated list of table rows (" + ", ".join(rows) + ")"))
 
 
 def trained_rows():
@@ -170,27 +220,28 @@ def trained_rows():
 
   Fails with a ConfigError when the table has not been run or a row is not trained.
   """
+  from d3_tf import experiment  # pylint: disable=g-import-not-at-top
   results_dir = FLAGS.results_dir or os.path.join("results", FLAGS.table, FLAGS.preset)
-  table = experiment.read_json(os.path.join(results_dir, "results.json"))
+  table = store.read_json(os.path.join(results_dir, "results.json"))
   if table is None:
-    raise experiment.ConfigError(f"no results.json in {results_dir}; run python -m "
-                                 f"experiments.{FLAGS.table} --preset {FLAGS.preset} first")
-  settings = experiment.Settings.from_dict(table["settings"])
-  methods = experiment.parse_methods(FLAGS.methods, settings.dataset)
+    raise cfg.ConfigError(f"no results.json in {results_dir}; run python -m "
+                          f"experiments.{FLAGS.table} --preset {FLAGS.preset} first")
+  settings = cfg.Settings.from_dict(table["settings"])
+  methods = cfg.parse_methods(FLAGS.methods, settings.dataset)
   train, test = load_table_data(settings)
   runner = experiment.Runner(settings, FLAGS.models_dir, train, test)
   for method in methods:
     if not runner.is_trained(method.name):
-      raise experiment.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
-                                   f"python -m experiments.{FLAGS.table} first")
+      raise cfg.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
+                            f"python -m experiments.{FLAGS.table} first")
   return table, settings, runner, methods, FLAGS.output_dir or results_dir
 
 
 def write_report(out, stem, report, to_markdown):
   """Writes ``report`` as <out>/<stem>.json and its markdown as <stem>.md; returns the paths."""
   paths = os.path.join(out, f"{stem}.json"), os.path.join(out, f"{stem}.md")
-  experiment.atomic_write(paths[0], json.dumps(report, indent=1))
-  experiment.atomic_write(paths[1], to_markdown(report))
+  store.atomic_write(paths[0], json.dumps(report, indent=1))
+  store.atomic_write(paths[1], to_markdown(report))
   return paths
 
 
@@ -216,16 +267,17 @@ def load_data(dataset, n_train=None, n_test=None, embedded_default=False):
 
 
 def load_table_data(settings):
-  return load_data(settings.dataset, settings.n_train, settings.n_eval,
-                   embedded_default=FLAGS.preset == "smoke")
+  n_test = settings.n_eval and max(settings.n_eval, settings.n_clean)
+  return load_data(settings.dataset, settings.n_train, n_test,
+                   embedded_default=FLAGS.preset in cfg.EMBEDDED_PRESETS)
 
 
 def describe(settings, binary, num_rows, n_train_full):
   print(f"{binary} --preset {FLAGS.preset}: {settings.n_train or 'all'} training images, "
         f"{settings.epochs} epochs, K={settings.num_draws}, eval on "
-        f"{settings.n_eval or 'all'} test images")
+        f"{settings.n_eval or 'all'} test images", flush=True)
   if FLAGS.preset == "paper":
-    hours = experiment.estimate_hours(settings, num_rows, n_train_full)
+    hours = cfg.estimate_hours(settings, num_rows, n_train_full)
     print(f"estimate: training alone is ~{hours:,.0f} h on 2 CPU cores "
           f"(~{hours / 24:,.1f} days); plan for one or more GPUs")
 
@@ -233,18 +285,20 @@ def describe(settings, binary, num_rows, n_train_full):
 N_TRAIN_FULL = {"mnist": 60000, "cifar10": 50000}
 
 
-def accuracy_table_binary(binary, dataset, presets_doc, published, title, clean_reference=None):
+def accuracy_table_binary(binary, dataset, default_preset, presets_doc, published, title,
+                          clean_reference=None):
   """Defines the flags of mnist_table1 / cifar_table2 and returns their whole ``main``."""
-  define_table_flags(binary, presets_doc, dataset)
+  define_table_flags(binary, presets_doc, dataset, default_preset)
 
   def main(argv):
     del argv
+    from d3_tf import tables  # pylint: disable=g-import-not-at-top
     settings = settings_from_flags(dataset)
     try:
       strategy = distribute.make_strategy(FLAGS.distribute)
     except ValueError as e:
-      raise experiment.ConfigError(str(e)) from None
-    methods = experiment.parse_methods(FLAGS.methods or experiment.TABLE_ROWS[dataset], dataset)
+      raise cfg.ConfigError(str(e)) from None
+    methods = cfg.parse_methods(FLAGS.methods or cfg.TABLE_ROWS[dataset], dataset)
     describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
     train, test = load_table_data(settings)
     out = output_dir(binary)
@@ -262,19 +316,31 @@ def print_outputs(out, extra=()):
   print(f"results: {out}/results.json, {out}/table.md" + "".join(f", {p}" for p in extra))
 
 
-def run(main):
-  """app.run that turns a DataError or ConfigError from bad input into one line, exit 1."""
+def _parse_flags(argv):
+  """absl's parser, but a bad flag is ONE line on stderr (absl adds a usage hint), exit 1."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(main, tensorflow=True):
+  """app.run with one-line errors: flags are checked when parsed, then TensorFlow starts
+  quietly (unless ``tensorflow`` is False), then ``main``; a DataError or ConfigError from
+  bad input is one line on stderr and exit status 1."""
   def wrapped(argv):
-    warnings.filterwarnings("ignore", message=".*add_variable.* is deprecated")
-    warnings.filterwarnings("ignore", message="PyTorch not found")
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("art").setLevel(logging.WARNING)
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-      sys.exit(2)
+      sys.exit(1)
+    quiet.filter_warnings()
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("art").setLevel(logging.WARNING)
     try:
+      if tensorflow:
+        quiet.start()
       return main(argv)
-    except (data.DataError, experiment.ConfigError) as e:
+    except (data.DataError, cfg.ConfigError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)

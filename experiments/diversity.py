@@ -12,11 +12,13 @@ import os
 
 from absl import flags
 
-from d3_tf import audit, experiment
+from d3_tf import store
+from d3_tf.settings import ConfigError
 from experiments import common
 
 common.define_trained_rows_flags(["BNN", "M", "M-V", "M-S", "M-V-S"])
 _N = flags.DEFINE_integer("n", 200, "Test images (the first n of the table's slice).")
+flags.register_validator("n", lambda v: v >= 1, message="must be an integer ≥ 1")
 
 
 def markdown(report):
@@ -33,14 +35,13 @@ def markdown(report):
 
 def main(argv):
   del argv
-  if _N.value < 1:
-    raise experiment.ConfigError("--n must be >= 1")
+  from d3_tf import audit  # pylint: disable=g-import-not-at-top
   _, _, runner, methods, out = common.trained_rows()
   deterministic = [m.name for m in methods if not m.bayesian]
   if deterministic:
-    raise experiment.ConfigError(f"rows {deterministic} have no weight draws; pick Bayesian rows")
+    raise ConfigError(f"rows {deterministic} have no weight draws; pick Bayesian rows")
   n = min(_N.value, len(runner.xe))
-  report = experiment.read_json(os.path.join(out, "diversity.json"), {"rows": {}})
+  report = store.read_json(os.path.join(out, "diversity.json"), {"rows": {}})
   for method in methods:
     print(f"measuring {method.name}")
     row = audit.direction_diversity(runner.train(method), runner.xe[:n], runner.ye[:n])

@@ -10,10 +10,11 @@ import os
 
 from absl import flags
 
-from d3_tf import experiment, plots
+from d3_tf import plots, store
+from d3_tf.settings import ConfigError, PRESETS
 from experiments import common
 
-_PRESET = flags.DEFINE_enum("preset", "smoke", ["smoke", "cpu", "paper"],
+_PRESET = flags.DEFINE_enum("preset", "quick", sorted({p for _, p in PRESETS}),
                             "Which results to plot (sets the default directories).")
 _MNIST_DIR = flags.DEFINE_string("mnist_dir", None,
                                  "mnist_table1 output (default results/mnist_table1/<preset>).")
@@ -31,10 +32,10 @@ def main(argv):
   out = _OUTPUT_DIR.value or os.path.join("results", "figures", preset)
   os.makedirs(out, exist_ok=True)
   made = []
-  mnist = experiment.read_json(os.path.join(mnist_dir, "results.json"))
-  cifar = experiment.read_json(os.path.join(cifar_dir, "results.json"))
+  mnist = store.read_json(os.path.join(mnist_dir, "results.json"))
+  cifar = store.read_json(os.path.join(cifar_dir, "results.json"))
   if mnist is None and cifar is None:
-    raise experiment.ConfigError(f"no results.json in {mnist_dir} or {cifar_dir}; run "
+    raise ConfigError(f"no results.json in {mnist_dir} or {cifar_dir}; run "
                                  f"python -m experiments.mnist_table1 --preset {preset} first")
   if mnist:
     made.append(plots.figure1(mnist, os.path.join(out, "figure1.png"), mnist["settings"]["eps"]))
@@ -47,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, tensorflow=False)

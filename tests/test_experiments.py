@@ -132,7 +132,7 @@ def test_cifar_binaries_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--methods", "M,X"], "unknown method 'X' for mnist; valid: CNN, BNN"),
+    (["--methods", "M,X"], "flag --methods=['M', 'X']: must be a comma-separated list of CNN, BNN"),
     (["--preset", "huge"], "preset"),
     (["--epochs", "two"], "epochs"),
 ])
@@ -158,7 +158,7 @@ def test_budget_parsing_accepts():
 def test_budget_cli_error_is_one_line(tmp_path):
   proc = run_binary("cifar_table3", "--budgets", "0.015,0.015", cwd=tmp_path, timeout=300)
   assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == "error: budget 0.015 given twice"
+  assert proc.stderr.strip() == "error: flag --budgets=0.015,0.015: budget 0.015 given twice"
 
 
 def test_help_lists_every_flag(tmp_path):
@@ -231,4 +231,26 @@ def test_ci_runs_the_readme_test_command():
   commands = re.findall(r"^pip install .*$", readme, flags=re.M)
   assert len(commands) == 2
   assert commands[1] in ci
-  assert "python -m experiments.mnist_table1 --preset smoke" in commands[0]
+  assert commands[0].endswith("&& python -m experiments.mnist_table1")  # the quick start
+
+
+def test_study_smoke_grid_end_to_end_and_resume(tmp_path):
+  args = ("--grid", "smoke", "--output_dir", "out", "--models_dir", "models")
+  proc = run_binary("study", *args, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "\r" not in proc.stdout  # one line per epoch / attack in a log
+  results = json.load(open(tmp_path / "out" / "results.json"))
+  assert set(results["configs"]) == {"sum/-5/loss", "mean/-5/loss"}
+  assert set(results["configs"]["sum/-5/loss"]["rows"]) == {"BNN", "M"}
+  for entry in results["configs"].values():
+    for row in entry["rows"].values():
+      for key in ("clean", "fgsm", "pgd", "blackbox", "audited", "zero_gradient_pct",
+                  "median_logit_margin", "train_seconds"):
+        assert 0 <= row[key] <= 100 or key in ("median_logit_margin", "train_seconds")
+      assert 0 < row["diversity"]["omega_m"] <= 1 + 1e-6
+      assert row["provenance"]["seed"] == 0 and row["provenance"]["git_commit"]
+  assert entry["overrides"]["penalty_reduction"] == "mean"
+  assert (tmp_path / "out" / "diversity.png").exists()
+  again = run_binary("study", *args, cwd=tmp_path)
+  assert again.returncode == 0 and again.stdout.count("already done, skipped") == 2
+  assert json.load(open(tmp_path / "out" / "results.json"))["configs"] == results["configs"]

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 import d3_tf
-from d3_tf import data, models
+from d3_tf import data, models, vectorized
 
 
 def _vgg_tiny(**kwargs):
@@ -148,3 +148,92 @@ def test_penalty_reduction_weights_omegas(mnist_small, reduction):
   assert -28.0 - 1e-3 <= float(terms["omega_s"]) <= -1.0 + 1e-5
   with pytest.raises(ValueError, match="penalty_reduction"):
     d3_tf.build("mnist_cnn", num_draws=2, lambda_m=1.0, penalty_reduction="max")
+
+
+@pytest.mark.parametrize("arch,kwargs", [("mnist_cnn", {}), ("vgg16", {"width": 1 / 32})])
+def test_posterior_init_reaches_every_bayesian_kernel(arch, kwargs):
+  for init in (-5.0, -3.0):
+    model = d3_tf.build(arch, arch_kwargs=dict(kwargs, posterior_init=init))
+    for layer in models.bayesian_layers(model.head):
+      sigma = layer.kernel_posterior.stddev().numpy()
+      # softplus⁻¹σ ~ N(init, 0.1): the median σ is softplus(init)
+      np.testing.assert_allclose(np.median(sigma), np.log1p(np.exp(init)), rtol=0.05)
+
+
+def test_reparam_conv_estimator_layer_pair():
+  """reparam_conv: Convolution2DReparameterization for conv layers, DenseFlipout for dense."""
+  model = _vgg_tiny(estimator="reparam_conv")
+  kinds = {type(l).__name__ for l in models.bayesian_layers(model.head)}
+  assert kinds == {"Conv2DReparameterization", "DenseFlipout"}
+  conv = model.head.get_layer("conv5_1")
+  h = model.trunk(tf.random.uniform((4, 32, 32, 3)))
+  # one kernel sample per call, shared by the batch: identical inputs give identical outputs
+  out = conv(tf.concat([h[:1], h[:1]], 0)).numpy()
+  np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+  dense = model.head.get_layer("fc1")
+  flat = tf.ones((2, dense.kernel_posterior.event_shape[0]))
+  out = dense(flat).numpy()  # Flipout: per-example sign flips, identical inputs differ
+  assert np.abs(out[0] - out[1]).max() > 1e-4
+
+
+def test_norm_floor_of_eq9():
+  g = tf.constant([[3e-7, 4e-7], [3.0, 4.0], [0.0, 0.0]])
+  strict = d3_tf.unit_vectors(g).numpy()            # floor 1e-24 on ||g||²
+  np.testing.assert_allclose(np.linalg.norm(strict, axis=1), [1, 1, 0], rtol=1e-5)
+  loose = d3_tf.unit_vectors(g, eps=1e-12).numpy()  # tf.math.l2_normalize's floor
+  np.testing.assert_allclose(loose, tf.math.l2_normalize(g, axis=1).numpy(), rtol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(loose[0]), 5e-7 / 1e-6, rtol=1e-5)
+  model = d3_tf.build("mnist_cnn", num_draws=2, lambda_m=1.0, norm_floor=1e-12)
+  assert model.get_config()["norm_floor"] == 1e-12
+
+
+def _fixed_draws_model(penalty_examples=0):
+  tf_keras.utils.set_random_seed(1)
+  return d3_tf.build("mnist_cnn", estimator="reparameterization", num_draws=3, lambda_m=20.0,
+                     lambda_v=40.0, lambda_s=40.0, n_train=100,
+                     penalty_examples=penalty_examples)
+
+
+def _terms_and_grads(model, x, y, noise, fn=None, **kwargs):
+  with tf.GradientTape() as tape:
+    terms = (fn or model.compute_terms)(x, y, training=False, noise=noise, **kwargs)
+  return terms, tape.gradient(terms["loss"], model.trainable_variables)
+
+
+def test_penalty_examples_all_is_the_full_batch(mnist_small):
+  x, y = tf.constant(mnist_small[0][:6]), tf.constant(mnist_small[1][:6])
+  full, sub = _fixed_draws_model(0), _fixed_draws_model(6)
+  noise = vectorized.kernel_noise(full.head, 3, seed=5)
+  t_full, g_full = _terms_and_grads(full, x, y, noise)
+  t_sub, g_sub = _terms_and_grads(sub, x, y, noise)
+  for key in ("loss", "omega_m", "omega_v", "omega_s"):
+    np.testing.assert_array_equal(t_full[key].numpy(), t_sub[key].numpy())
+  for a, b in zip(g_full, g_sub):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # with an unknown batch size (Keras fit) n = N takes every example in a shuffled order
+  spec = [tf.TensorSpec([None, 28, 28, 1]), tf.TensorSpec([None], y.dtype)]
+  graph = tf.function(lambda a, b, training, noise: sub.compute_terms(a, b, training, noise),
+                      input_signature=spec + [tf.TensorSpec([], tf.bool),
+                                              [tf.TensorSpec(n.shape) for n in noise]])
+  t_graph = graph(x, y, tf.constant(False), noise)
+  for key in ("loss", "omega_m", "omega_v", "omega_s"):
+    np.testing.assert_allclose(t_full[key].numpy(), t_graph[key].numpy(), rtol=1e-5)
+
+
+def test_penalty_subsample_is_unbiased_over_all_subsets(mnist_small):
+  """The mean over all n-subsets of the subsampled penalty equals the full-batch penalty."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  x, y = tf.constant(mnist_small[0][:5]), tf.constant(mnist_small[1][:5])
+  model = _fixed_draws_model(2)
+  noise = vectorized.kernel_noise(model.head, 3, seed=9)
+  full, g_full = _terms_and_grads(model, x, y, noise, penalty_index=tf.range(5))
+  subsets = list(itertools.combinations(range(5), 2))
+  runs = [_terms_and_grads(model, x, y, noise, penalty_index=tf.constant(s)) for s in subsets]
+  for key in ("loss", "ce", "omega_m", "omega_v", "omega_s"):
+    mean = np.mean([terms[key].numpy() for terms, _ in runs])
+    np.testing.assert_allclose(mean, full[key].numpy(), rtol=1e-5)
+  for i, g in enumerate(g_full):  # the gradient too (the loss is linear in the penalties)
+    mean = np.mean([grads[i].numpy() for _, grads in runs], axis=0)
+    np.testing.assert_allclose(mean, g.numpy(), rtol=1e-4, atol=1e-6 * np.abs(g).max())
+  # a single subset is a different, noisy value
+  assert not np.isclose(runs[0][0]["omega_s"].numpy(), full["omega_s"].numpy())

@@ -1,0 +1,263 @@
+"""The settings of a table run, its presets and their validation (no TensorFlow here).
+
+A *method* is a row of Tables 1-3 in the paper's shorthand (Sec. 5.1): "CNN" /
+"VGG16" conventional, "BNN" / "BVGG16" Bayesian with the plain ELBO, letters
+M, V, S for the penalties of Eq. (14), (17), (18), and "-Off" for offline
+adversarial training (Sec. 4.6).
+
+This module imports nothing heavy, so that the binaries can check every flag
+and print one line for a bad value before TensorFlow starts.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+
+ENUMS = {"dataset": ("mnist", "cifar10"), "arch": ("mnist_cnn", "vgg16"),
+         "variance_variant": ("v1", "v2", "v3"), "y_mode": ("loss", "true_logit", "all_logits"),
+         "penalty_reduction": ("sum", "mean"), "draws_mode": ("loop", "vectorized"),
+         "estimator": ("flipout", "reparameterization", "reparam_conv"),
+         "eval_draws_mode": ("auto", "loop", "vectorized")}
+# The faster exact draws mode for attacks and evaluation, by architecture, measured with
+# benchmarks.train_step on 2 CPU cores (docs/performance.md). Both modes sample the same
+# per-example posterior; "auto" picks this one.
+FASTEST_EVAL_DRAWS = {"mnist_cnn": "vectorized", "vgg16": "loop"}
+CONVENTIONAL = {"mnist": "CNN", "cifar10": "VGG16"}
+BAYES_PLAIN = {"mnist": "BNN", "cifar10": "BVGG16"}
+TABLE_ROWS = {
+    "mnist": ("CNN", "BNN", "BNN-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off", "M-V-S-Off"),
+    "cifar10": ("VGG16", "BVGG16", "BVGG16-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off",
+                "M-V-S-Off"),
+}
+# Fields that change what a trained model is: part of the model folder's hash.
+TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size", "num_draws",
+                   "learning_rate", "lambda_m", "lambda_v", "lambda_s", "variance_variant",
+                   "y_mode", "penalty_reduction", "draws_mode", "estimator", "kl_weight", "seed",
+                   "eps", "pgd_step", "offline_iters", "offline_n", "surrogate_epochs",
+                   "surrogate_adv_iters")
+# Training fields added later: they enter the hash only when set away from their default,
+# so models trained before they existed keep their folders (and finished tables stay done).
+LATER_TRAINING_FIELDS = ("posterior_init", "norm_floor", "penalty_examples")
+
+
+class ConfigError(ValueError):
+  """Bad user input (method names, budgets, settings): reported as one line."""
+
+
+@dataclasses.dataclass
+class Settings:
+  """Every setting of a table run; presets fill them, flags override them."""
+  dataset: str = "mnist"
+  arch: str = "mnist_cnn"
+  width: float = 1.0            # channel multiplier (VGG16 only; 1.0 = the real VGG16)
+  n_train: int = 0              # training images (0 = all)
+  n_eval: int = 0               # test images attacked (0 = all)
+  epochs: int = 1
+  batch_size: int = 64
+  num_draws: int = 10           # K
+  learning_rate: float = 1e-3   # Adam
+  lambda_m: float = 20.0
+  lambda_v: float = 40.0
+  lambda_s: float = 40.0
+  variance_variant: str = "v3"
+  y_mode: str = "loss"
+  penalty_reduction: str = "sum"  # "sum": Eq. 14-18 as printed; "mean": each Ω / D
+  draws_mode: str = "loop"      # "loop": K head calls (reference); "vectorized": batched draws
+  estimator: str = "flipout"     # or "reparameterization", "reparam_conv" (models.py)
+  kl_weight: float = 1.0
+  eps: float = 0.3              # L-inf budget of FGSM / PGD / black-box
+  pgd_step: float = 0.01
+  pgd_iters: int = 40
+  offline_iters: int = 40       # PGD steps of the offline ("-Off") training examples
+  offline_n: int = 0            # training images attacked for "-Off" (0 = all)
+  surrogate_epochs: int = 1     # black-box surrogates: natural and adversarial training
+  surrogate_adv_iters: int = 40 # PGD steps inside the adversarial surrogate's training
+  epoch_eval_n: int = 0         # test images attacked after every epoch (Figure 1; 0 = off)
+  epoch_eval_pgd_iters: int = 40
+  sweep_linf: tuple = ()        # PGD-40 budgets for Figures 2-3 (L-inf)
+  sweep_l2: tuple = ()          # and L2
+  sweep_n: int = 0              # test images of the sweeps (0 = the n_eval images)
+  seed: int = 0
+  posterior_init: float = -5.0  # initial softplus⁻¹σ of the Bayesian kernels (mean)
+  norm_floor: float = 1e-24     # floor on ||∇y||² in Eq. 9 (1e-12: tf.math.l2_normalize's)
+  eval_draws_mode: str = "auto"  # K draws of attacks / evaluation / audit (not training)
+  penalty_examples: int = 0     # penalties on a random subset of n examples per batch (0 = all)
+  n_clean: int = 0              # test images of the clean column (0 = the n_eval images)
+
+  @classmethod
+  def from_dict(cls, d):
+    """Settings from results.json (lists back to tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+  def eval_draws(self):
+    """The draws mode of attacks and evaluation: the forced one, or the arch's fastest."""
+    if self.eval_draws_mode != "auto":
+      return self.eval_draws_mode
+    return FASTEST_EVAL_DRAWS[self.arch]
+
+  def validate(self):
+    """Raises ConfigError (one line naming the field as its flag) for the first bad value."""
+    for f in dataclasses.fields(self):
+      check(f.name, getattr(self, f.name), RULES[f.name])
+    return self
+
+  def training_hash(self):
+    fields = {k: getattr(self, k) for k in TRAINING_FIELDS}
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    fields.update({k: getattr(self, k) for k in LATER_TRAINING_FIELDS
+                   if getattr(self, k) != defaults[k]})
+    blob = json.dumps(fields, sort_keys=True)
+    return hashlib.md5(blob.encode()).hexdigest()[:10]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  bayesian: bool
+  penalties: str    # subset of "mvs"
+  off: bool
+
+
+def parse_method(name, dataset):
+  """Parses the paper's shorthand ("M-V-S-Off", "BNN", "VGG16", ...) for a dataset."""
+  valid = TABLE_ROWS[dataset]
+  if name not in valid:
+    raise ConfigError(f"unknown method {name!r} for {dataset}; valid: {', '.join(valid)}")
+  parts = name.split("-")
+  off = parts[-1] == "Off"
+  letters = [p for p in parts if p in ("M", "V", "S")]
+  return Method(name=name, bayesian=name != CONVENTIONAL[dataset],
+                penalties="".join(l.lower() for l in letters), off=off)
+
+
+def parse_methods(names, dataset):
+  """Comma-separated or list of method names -> list of Method (order kept)."""
+  if isinstance(names, str):
+    names = [n.strip() for n in names.split(",") if n.strip()]
+  methods = [parse_method(n, dataset) for n in names]
+  if not methods:
+    raise ConfigError(f"no methods given; valid: {', '.join(TABLE_ROWS[dataset])}")
+  return methods
+
+
+def _integer(lo):
+  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+          f"an integer ≥ {lo}")
+
+
+def _number(lo=-math.inf, hi=math.inf, lo_open=False, what=None):
+  def ok(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+      return False
+    return (v > lo if lo_open else v >= lo) and v <= hi
+  if what is None:
+    what = "a finite number" + (f" {'>' if lo_open else '≥'} {lo:g}" if lo > -math.inf else "")
+    what += f" and ≤ {hi:g}" if hi < math.inf else ""
+  return ok, what
+
+
+def _each(rule):
+  ok, what = rule
+  return (lambda v: isinstance(v, (tuple, list)) and all(ok(x) for x in v),
+          f"a comma-separated list, each {what}")
+
+
+_COUNT, _POSITIVE_INT = _integer(0), _integer(1)
+# One rule per Settings field: (predicate, what a valid value is).
+RULES = {
+    "width": _number(0.0, 4.0, lo_open=True),
+    "n_train": _COUNT, "n_eval": _COUNT, "epochs": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
+    "num_draws": _POSITIVE_INT, "learning_rate": _number(0.0, lo_open=True),
+    "lambda_m": _number(0.0), "lambda_v": _number(0.0), "lambda_s": _number(0.0),
+    "kl_weight": _number(0.0),
+    "eps": _number(0.0, 1.0, lo_open=True, what="in (0, 1] (L∞, pixel units)"),
+    "pgd_step": _number(0.0, 1.0, lo_open=True, what="in (0, 1] (pixel units)"),
+    "pgd_iters": _POSITIVE_INT, "offline_iters": _POSITIVE_INT, "offline_n": _COUNT,
+    "surrogate_epochs": _POSITIVE_INT, "surrogate_adv_iters": _POSITIVE_INT,
+    "epoch_eval_n": _COUNT, "epoch_eval_pgd_iters": _POSITIVE_INT,
+    "sweep_linf": _each(_number(0.0, 1.0, lo_open=True, what="in (0, 1]")),
+    "sweep_l2": _each(_number(0.0, lo_open=True)), "sweep_n": _COUNT, "seed": _COUNT,
+    "penalty_examples": _COUNT, "n_clean": _COUNT,
+    "posterior_init": _number(-30.0, 10.0, what="a finite number in [-30, 10]"),
+    "norm_floor": _number(0.0, 1.0, lo_open=True, what="in (0, 1]"),
+}
+RULES.update({name: ((lambda v, values=values: v in values), "one of " + ", ".join(values))
+              for name, values in ENUMS.items()})
+
+
+def check(name, value, rule):
+  """Raises ConfigError naming ``--name``, the value and the valid range unless ``rule`` holds."""
+  ok, what = rule
+  if not ok(value):
+    shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+    raise ConfigError(f"--{name}={shown} is invalid: must be {what}")
+
+
+# ------------------------------------------------------------------ presets
+_MNIST = dict(dataset="mnist", arch="mnist_cnn", lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
+              eps=0.3, pgd_step=0.01)
+# draws_mode stays "loop" (the reference, with tfp's Flipout) for both models: on 2 CPU cores
+# benchmarks/train_step.py measures the vectorized draws at about 1.1x on the MNIST CNN and
+# slightly slower on VGG16 (both are bound by the same convolution FLOPs; docs/performance.md).
+_CIFAR = dict(dataset="cifar10", arch="vgg16", lambda_m=10.0, lambda_v=40.0, lambda_s=20.0,
+              eps=0.03, pgd_step=0.001)
+# Presets that run on the MNIST slice embedded in the package when no data dir is set.
+EMBEDDED_PRESETS = ("smoke", "quick")
+PRESETS = {
+    # The quick start (README command (a), the default of mnist_table1): the whole of Table 1
+    # on the embedded MNIST slice in a few minutes on 2 CPU cores, every row a real classifier.
+    ("mnist", "quick"): Settings(**_MNIST, penalty_reduction="mean", estimator="reparam_conv",
+                                 n_train=3000, n_eval=100, n_clean=1000, epochs=2, batch_size=64,
+                                 learning_rate=2e-3, num_draws=2, offline_n=300, surrogate_epochs=1,
+                                 surrogate_adv_iters=2),
+    # seconds to a couple of minutes: plumbing check on the embedded MNIST slice (tests).
+    ("mnist", "smoke"): Settings(**{**_MNIST, "pgd_step": 0.05}, n_train=256, n_eval=32,
+                                 epochs=1, batch_size=32, num_draws=2, pgd_iters=10,
+                                 offline_iters=10,
+                                 surrogate_adv_iters=3, epoch_eval_n=16, epoch_eval_pgd_iters=5,
+                                 sweep_linf=(0.1, 0.3), sweep_l2=(2.0,)),
+    # a few hours on 2 CPU cores: 10k training images, 5 epochs, 1,000 attacked test images,
+    # Figure 1 on 200 test images per epoch, Figure 2 sweeps (PGD-40) on 200; adversarial
+    # surrogate trained with PGD-10. Penalties as means over input dims: with the printed
+    # sums the penalised rows stay near chance at this budget (docs/reproduction.md).
+    ("mnist", "cpu"): Settings(**_MNIST, penalty_reduction="mean", n_train=10000, n_eval=1000, epochs=5, batch_size=64,
+                               num_draws=10, offline_n=10000, surrogate_epochs=3,
+                               surrogate_adv_iters=10, epoch_eval_n=200, epoch_eval_pgd_iters=40,
+                               sweep_linf=(0.1, 0.2, 0.4), sweep_l2=(1.5, 3.0), sweep_n=200),
+    # the paper: all 60k images, 100 epochs, the full test set. GPU work.
+    ("mnist", "paper"): Settings(**_MNIST, epochs=100, batch_size=64, num_draws=10,
+                                 surrogate_epochs=100, surrogate_adv_iters=40,
+                                 epoch_eval_n=1000,
+                                 sweep_linf=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
+                                 sweep_l2=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)),
+    # a tiny VGG (1/16 of the channels) on 128 images: plumbing only.
+    ("cifar10", "smoke"): Settings(**{**_CIFAR, "pgd_step": 0.008}, width=1 / 16, n_train=128,
+                                   n_eval=16, epochs=1, batch_size=32, num_draws=2, pgd_iters=5,
+                                   offline_iters=5, offline_n=128, surrogate_adv_iters=3,
+                                   sweep_linf=(0.015, 0.035), sweep_l2=(0.5,)),
+    # HONESTLY REDUCED (and penalties as means over input dims, as for MNIST): VGG16 with 1/4 of the channels, 5k images, 3 epochs, 200 attacked
+    # images. A full-width VGG16 D3 step costs 12-36 s per batch of 32 on 2 CPU cores.
+    ("cifar10", "cpu"): Settings(**_CIFAR, penalty_reduction="mean", width=0.25, n_train=5000, n_eval=200, epochs=3,
+                                 batch_size=32, num_draws=10, offline_n=5000,
+                                 surrogate_epochs=3, sweep_linf=(0.015, 0.035, 0.055, 0.07),
+                                 sweep_l2=(0.25, 0.5, 1.0), sweep_n=100),
+    ("cifar10", "paper"): Settings(**_CIFAR, epochs=100, batch_size=64, num_draws=10,
+                                   surrogate_epochs=100,
+                                   sweep_linf=(0.015, 0.035, 0.055, 0.07),
+                                   sweep_l2=(0.25, 0.5, 0.75, 1.0, 1.5)),
+}
+
+# Seconds per batch-64 training step on 2 CPU cores (K=10, all penalties, draws_mode=loop),
+# from benchmarks.train_step: MNIST measured at batch 64; CIFAR-10 twice the 5.9 s VGG16 step
+# measured at batch 32 (the cores are saturated, so time grows with the batch). For estimates.
+STEP_SECONDS_CPU = {"mnist": 0.69, "cifar10": 11.9}
+
+
+def estimate_hours(settings, num_rows, n_train_full):
+  """Rough CPU cost of training ``num_rows`` D3 rows (the dominant term), in hours."""
+  n = settings.n_train or n_train_full
+  steps = num_rows * settings.epochs * -(-n // settings.batch_size)
+  width_factor = settings.width ** 2 if settings.arch == "vgg16" else 1.0
+  batch_factor = settings.batch_size / 64
+  return steps * STEP_SECONDS_CPU[settings.dataset] * width_factor * batch_factor / 3600.0

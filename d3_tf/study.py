@@ -1,0 +1,176 @@
+"""The verdict study: which reading of the paper, if any, gives its white-box robustness?
+
+The paper leaves open how its penalties are scaled (``penalty_reduction``: the printed
+sums over input dims, or means), how wide the posterior starts (``posterior_init``),
+which output y is differentiated (``y_mode``) and, implicitly, how λS compares with the
+cross-entropy. A *configuration* is one choice of these (Settings overrides on the
+protocol of the committed ``--preset cpu`` table: ε = 0.3, PGD 40 × 0.01 on 1,000 test
+images, the same black-box surrogate sets); a *grid* is a list of configurations, each
+trained and evaluated for some rows of Table 1 (``experiments.study``).
+
+For every configuration and row the study records the paper's white-box and black-box
+columns, an audit (EOT-PGD, APGD-CE/DLR with EOT, transfer from the posterior mean), the
+diversity of the K test-time input-gradient directions (ΩM, ΩS; Eq. 14, 18) and posterior
+σ, the share of test inputs whose input gradient is exactly zero (gradient masking by a
+saturated softmax), the median logit margin, training time, git commit and seed.
+"""
+
+import dataclasses
+import itertools
+
+from d3_tf import settings as cfg
+
+# Every configuration starts from the cpu table's protocol with the estimator the project
+# was specified with (DenseFlipout + Convolution2DReparameterization).
+BASE = dataclasses.replace(cfg.PRESETS[("mnist", "cpu")], estimator="reparam_conv")
+# The grid budget: 10k images × 3 epochs (the BNN's clean accuracy there is in the results).
+GRID_BUDGET = {"n_train": 10000, "epochs": 3}
+LONG_BUDGET = {"n_train": 0, "epochs": 10}  # all 60k images
+PAPER_READING = {"penalty_reduction": "sum", "posterior_init": -5.0, "y_mode": "loss"}
+# Audit of every row: on the first 200 test images, EOT-PGD with R in {1, 4}, APGD-CE and
+# APGD-DLR with R = 4 (ART AutoAttack), transfer from the posterior-mean network.
+AUDIT = {"n": 200, "eot": (1, 4), "steps": 50, "restarts": 1, "apgd_eot": 4,
+         "square_queries": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One configuration: a name, Settings overrides and the rows it trains."""
+  name: str
+  overrides: tuple   # sorted (field, value) pairs
+  rows: tuple
+
+  def settings(self, base):
+    return dataclasses.replace(base, **dict(self.overrides)).validate()
+
+
+def config(name, rows, **overrides):
+  return Config(name, tuple(sorted(overrides.items())), tuple(rows))
+
+
+def _reading_name(reduction, init, y_mode):
+  return f"{reduction}/{init:g}/{y_mode}"
+
+
+def _main_grid():
+  """{sum, mean} × {−5, −3} × {loss, true_logit} for M and M-S; the BNN once per init."""
+  out = [config(f"bnn/{init:g}", ["BNN"], posterior_init=init, **GRID_BUDGET)
+         for init in (-5.0, -3.0)]
+  for reduction, init, y_mode in itertools.product(("sum", "mean"), (-5.0, -3.0),
+                                                   ("loss", "true_logit")):
+    out.append(config(_reading_name(reduction, init, y_mode), ["M", "M-S"],
+                      penalty_reduction=reduction, posterior_init=init, y_mode=y_mode,
+                      **GRID_BUDGET))
+  return out
+
+
+def _init_grid():
+  """The posterior width beyond {−5, −3}, for the printed sums (where M gained)."""
+  return [config(_reading_name("sum", init, "loss"), ["BNN", "M", "M-S"],
+                 penalty_reduction="sum", posterior_init=init, **GRID_BUDGET)
+          for init in (-4.0, -2.5, -2.0)]
+
+
+def _lambda_s_grid():
+  """λS scaled down under the printed sums (λS = 40 makes M-S collapse)."""
+  return [config(f"sum/-3/loss/lambda_s={40 * scale:g}", ["M-S"], penalty_reduction="sum",
+                 posterior_init=-3.0, lambda_s=40.0 * scale, **GRID_BUDGET)
+          for scale in (0.1, 0.01, 0.001)]
+
+
+def _long_grid():
+  """All 60k images × 10 epochs: the paper's exact reading (with the per-epoch PGD log)."""
+  return [config("long/" + _reading_name("sum", -5.0, "loss"), ["BNN", "M", "M-S"],
+                 penalty_reduction="sum", **LONG_BUDGET)]
+
+
+def _smoke_grid():
+  """Seconds per row on the embedded slice: the binary end to end (tests)."""
+  return [config(_reading_name("sum", -5.0, "loss"), ["BNN", "M"], penalty_reduction="sum"),
+          config(_reading_name("mean", -5.0, "loss"), ["M"], penalty_reduction="mean")]
+
+
+GRIDS = {"main": _main_grid, "init": _init_grid, "lambda_s": _lambda_s_grid,
+         "long": _long_grid, "smoke": _smoke_grid}
+SMOKE_BASE = dataclasses.replace(cfg.PRESETS[("mnist", "smoke")], estimator="reparam_conv",
+                                 sweep_linf=(), sweep_l2=(), epoch_eval_n=0)
+SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,
+               "square_queries": 0, "sanity_n": 8}
+
+
+def grid(name, seeds=(0,), only=None):
+  """The configurations of a grid, once per seed (names get "/seed=s" when s ≠ 0)."""
+  if name not in GRIDS:
+    raise cfg.ConfigError(f"unknown grid {name!r}; choose from {', '.join(GRIDS)}")
+  configs = GRIDS[name]()
+  if only:
+    unknown = sorted(set(only) - {c.name for c in configs})
+    if unknown:
+      raise cfg.ConfigError(f"grid {name} has no configuration {', '.join(unknown)}; it has "
+                            + ", ".join(c.name for c in configs))
+    configs = [c for c in configs if c.name in only]
+  out = []
+  for seed in seeds:
+    for c in configs:
+      suffix = f"/seed={seed}" if seed else ""
+      out.append(Config(c.name + suffix, tuple(sorted(dict(c.overrides, seed=seed).items())),
+                        c.rows))
+  return out
+
+
+def gradient_stats(estimator, x, y, batch_size=200):
+  """Share (%) of inputs whose input gradient is exactly zero, and the median logit margin.
+
+  The gradient is that of the cross-entropy of the K-draw logit average (what PGD
+  follows); the margin is the true-class logit minus the largest other logit of that
+  average (negative when misclassified).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  zero, margins = 0, []
+  for start in range(0, len(x), batch_size):
+    xb = tf.constant(x[start:start + batch_size])
+    yb = tf.constant(y[start:start + batch_size], tf.int32)
+    with tf.GradientTape() as tape:
+      tape.watch(xb)
+      logits = estimator.model(xb)
+      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+    grads = tape.gradient(loss, xb).numpy().reshape(len(xb), -1)
+    zero += int(np.sum(np.all(grads == 0.0, axis=1)))
+    true = np.take_along_axis(logits.numpy(), yb.numpy()[:, None], axis=1)[:, 0]
+    other = np.where(np.eye(logits.shape[-1], dtype=bool)[yb.numpy()], -np.inf, logits.numpy())
+    margins.append(true - other.max(axis=1))
+  return {"zero_gradient_pct": 100.0 * zero / len(x),
+          "median_logit_margin": float(np.median(np.concatenate(margins)))}
+
+
+def markdown(results):
+  """One line per configuration and row: the paper's columns, the audit and the mechanism."""
+  lines = [f"# Verdict study — grid `{results['grid']}`", "",
+           "Accuracy in % (clean, FGSM, PGD-40 on the attacked test images; black-box: the "
+           "cpu table's surrogate sets; audited: per-example worst case of EOT-PGD, "
+           "APGD-CE/DLR with EOT and posterior-mean transfer on the first "
+           f"{results['audit']['n']} images). ΩM of K test-time draws (1 = identical "
+           "directions, 1/K = independent); σ: median posterior scale; zero grad: % of test "
+           "inputs whose input gradient is exactly 0; margin: median logit margin.", "",
+           "| configuration | row | clean | FGSM | PGD | black-box | audited | ΩM | ΩS | σ | "
+           "zero grad | margin | train s |", "|---" * 13 + "|"]
+  fmt = lambda v, f="{:.1f}": "—" if v is None else f.format(v)
+  for name, entry in results["configs"].items():
+    for row, r in entry["rows"].items():
+      d = r.get("diversity", {})
+      lines.append(
+          f"| {name} | {row} | {fmt(r.get('clean'))} | {fmt(r.get('fgsm'))} | "
+          f"{fmt(r.get('pgd'))} | {fmt(r.get('blackbox'))} | {fmt(r.get('audited'))} | "
+          f"{fmt(d.get('omega_m'), '{:.3f}')} | {fmt(d.get('omega_s'), '{:.1f}')} | "
+          f"{fmt(d.get('sigma_median'), '{:.4f}')} | {fmt(r.get('zero_gradient_pct'))} | "
+          f"{fmt(r.get('median_logit_margin'), '{:.2f}')} | "
+          f"{fmt(r.get('train_seconds'), '{:.0f}')} |")
+  return "\n".join(lines) + "\n"
+
+
+def diversity_points(results):
+  """[(label, ΩM, PGD, audited)] of every Bayesian row with a diversity measurement."""
+  return [(f"{name} {row}", r["diversity"]["omega_m"], r["pgd"], r.get("audited"))
+          for name, entry in results["configs"].items() for row, r in entry["rows"].items()
+          if "diversity" in r]

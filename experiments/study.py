@@ -1,0 +1,103 @@
+"""The verdict study: does Defense Through Diverse Directions work, and under which reading?
+
+Trains and evaluates a grid of configurations (d3_tf/study.py) for rows of Table 1 on real
+MNIST, on the protocol of the committed --preset cpu table, and writes
+results/study/<grid>/{results.json,study.md,diversity.png}. Resumable like the tables: a
+finished (configuration, row) is skipped and a killed training continues from its last epoch.
+
+  python -m experiments.study --grid main           # {sum, mean} × ρ₀ {−5, −3} × {loss, true_logit}
+  python -m experiments.study --grid init           # ρ₀ ∈ {−4, −2.5, −2}, printed sums
+  python -m experiments.study --grid lambda_s       # λS scaled down, printed sums, ρ₀ = −3
+  python -m experiments.study --grid long           # 60k × 10 epochs, the paper's reading
+  python -m experiments.study --grid main --configs sum/-3/loss --seeds 1,2
+  python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
+"""
+import json
+import os
+import sys
+import time
+
+from absl import flags
+
+from d3_tf import settings as cfg
+from d3_tf import store, study
+from experiments import common
+
+_GRID = flags.DEFINE_enum("grid", "main", list(study.GRIDS), "Which grid to run.")
+_CONFIGS = flags.DEFINE_list("configs", None, "Only these configurations of the grid "
+                             "(default: all), e.g. sum/-3/loss.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each configuration runs once per seed.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: results/study/<grid>.")
+_MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join("results", "models"),
+                                  "Trained models (shared with the table binaries).")
+_AUDIT = flags.DEFINE_bool("audit", True, "Audit every row (EOT-PGD, APGD-CE/DLR, transfer).")
+_DIVERSITY_N = flags.DEFINE_integer("diversity_n", 200, "Test images of the ΩM/ΩS measurement.")
+flags.register_validator("seeds", lambda v: bool(v) and all(s.isdigit() for s in v),
+                         message="must be a comma-separated list of integers ≥ 0")
+flags.register_validator("diversity_n", lambda v: v >= 1, message="must be an integer ≥ 1")
+
+
+def main(argv):
+  del argv
+  from d3_tf import audit, experiment, plots, tables  # pylint: disable=g-import-not-at-top
+  smoke = _GRID.value == "smoke"
+  configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value)
+  base = study.SMOKE_BASE if smoke else study.BASE
+  protocol = cfg.PRESETS[("mnist", "smoke" if smoke else "cpu")]  # its surrogate sets
+  audit_kwargs = dict(study.SMOKE_AUDIT if smoke else study.AUDIT)
+  n_train = [c.settings(base).n_train for c in configs] + [protocol.n_train]
+  (x, y), (xt, yt) = common.load_data("mnist", None if 0 in n_train else max(n_train),
+                                      base.n_eval, embedded_default=smoke)
+  out = _OUTPUT_DIR.value or os.path.join("results", "study", _GRID.value)
+  path = os.path.join(out, "results.json")
+  results = store.read_json(path) or {"grid": _GRID.value, "configs": {}, "wall_seconds": 0.0}
+  results.update(audit=audit_kwargs, versions=tables.versions(), git_commit=tables.git_commit(),
+                 command=" ".join(["python -m experiments.study"] + sys.argv[1:]))
+  t0, wall0 = time.time(), results["wall_seconds"]
+
+  def save():
+    results["wall_seconds"] = wall0 + time.time() - t0
+    store.atomic_write(path, json.dumps(results, indent=1))
+    store.atomic_write(os.path.join(out, "study.md"), study.markdown(results))
+
+  sets = None
+  for c in configs:
+    s = c.settings(base)
+    entry = results["configs"].setdefault(c.name, {"overrides": dict(c.overrides), "rows": {}})
+    entry["settings_hash"] = s.training_hash()
+    pending = [r for r in c.rows if r not in entry["rows"]]
+    if not pending:
+      print(f"{c.name}: already done, skipped")
+      continue
+    if sets is None:
+      sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
+                                                             y[:protocol.n_train or None]),
+                               (xt, yt)).blackbox_sets()
+    runner = experiment.Runner(s, _MODELS_DIR.value,
+                               (x[:s.n_train or None], y[:s.n_train or None]), (xt, yt))
+    for name in pending:
+      method = cfg.parse_method(name, "mnist")
+      print(f"{c.name} {name}: training / loading", flush=True)
+      row = runner.evaluate(method, sets)
+      model = runner.train(method)
+      if _AUDIT.value:
+        row["audited"], row["audit"] = tables.audit_row(runner, method, row, sets, audit_kwargs)
+      if method.bayesian:
+        n = min(_DIVERSITY_N.value, len(runner.xe))
+        row["diversity"] = audit.direction_diversity(model, runner.xe[:n], runner.ye[:n])
+      row.update(study.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
+      row["provenance"] = {"git_commit": results["git_commit"], "command": results["command"],
+                           "seed": s.seed}
+      entry["rows"][name] = row
+      save()
+      print(f"{c.name} {name}: clean {row['clean']:.1f}, PGD {row['pgd']:.1f}, audited "
+            f"{row.get('audited', float('nan')):.1f}", flush=True)
+  save()
+  figure = plots.figure_diversity(study.diversity_points(results),
+                                  os.path.join(out, "diversity.png"))
+  print(study.markdown(results))
+  print(f"results: {path}" + (f", {figure}" if figure else ""))
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,103 @@
+"""Settings, presets and flag validation: every bad value is one line, before any work."""
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from d3_tf import settings as cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# At least one bad value for every flag of the table binaries (Settings fields and the rest).
+BAD_TABLE_FLAGS = {
+    "width": ["0", "-1", "nan"], "n_train": ["-5", "1.5"], "n_eval": ["-1"],
+    "epochs": ["-1", "0", "two"], "batch_size": ["0"], "num_draws": ["0"],
+    "learning_rate": ["-1", "0", "inf"], "lambda_m": ["nan", "-1"], "lambda_v": ["-0.5"],
+    "lambda_s": ["inf"], "variance_variant": ["v4"], "y_mode": ["logit"],
+    "penalty_reduction": ["avg"], "draws_mode": ["batched"], "estimator": ["bayes"],
+    "kl_weight": ["-1"], "eps": ["5", "0", "-0.1", "nan"], "pgd_step": ["0", "-0.01"],
+    "pgd_iters": ["0"], "offline_iters": ["0"], "offline_n": ["-1"], "surrogate_epochs": ["0"],
+    "surrogate_adv_iters": ["0"], "epoch_eval_n": ["-1"], "epoch_eval_pgd_iters": ["0"],
+    "sweep_linf": ["0.1,abc", "0.1,2", "0"], "sweep_l2": ["-1", "x"], "sweep_n": ["-2"],
+    "seed": ["-1"], "eval_draws_mode": ["fast"], "penalty_examples": ["-1"], "n_clean": ["-3"], "posterior_init": ["nan", "-100"], "norm_floor": ["0", "-1e-12"],
+    "preset": ["foo"], "methods": ["XYZ", "M,X"], "blackbox": ["maybe"], "audit": ["maybe"],
+    "output_dir": None, "models_dir": None, "distribute": ["tpu"], "audit_n": ["0"],
+    "audit_eot": ["0", "a"], "audit_steps": ["0"], "audit_restarts": ["0"],
+    "audit_square_queries": ["-1"], "data_dir": ["/nonexistent/d3_tf_data"],
+    "data_source": ["web"],
+}
+CASES = [("mnist_table1", f"--{name}={value}") for name, values in BAD_TABLE_FLAGS.items()
+         for value in values or []]
+CASES += [("cifar_table2", "--preset=quick"), ("cifar_table3", "--budgets=0.015,0.015"),
+          ("cifar_table3", "--budgets=abc"), ("audit", "--eot=0"), ("audit", "--n=0"),
+          ("audit", "--eps=2"), ("diversity", "--n=0"), ("diversity", "--methods=Q"),
+          ("figures", "--preset=foo"), ("mnist_table1", "--epochs")]
+
+
+def run_binary(name, *args, cwd):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_every_table_flag_has_a_bad_value_case():
+  # in a subprocess: the binaries define their flags in absl's global FLAGS
+  code = ("from absl import flags; import experiments.mnist_table1; "
+          "print(' '.join(f.name for f in flags.FLAGS.flags_by_module_dict()"
+          "['experiments.common']))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       check=True, timeout=120).stdout.split()
+  assert {f.name for f in dataclasses.fields(cfg.Settings)} - {"dataset", "arch"} <= set(out)
+  assert set(out) == set(BAD_TABLE_FLAGS)
+
+
+@pytest.mark.parametrize("binary,arg", CASES)
+def test_bad_flag_is_one_line_and_writes_nothing(tmp_path, binary, arg):
+  proc = run_binary(binary, arg, "--output_dir=out", "--models_dir=models", cwd=tmp_path) \
+      if binary in ("mnist_table1", "cifar_table2", "cifar_table3") else \
+      run_binary(binary, arg, cwd=tmp_path)
+  lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+  assert proc.returncode != 0
+  assert len(lines) == 1, lines
+  assert lines[0].startswith("error: ") and arg.split("=")[0] in lines[0], lines[0]
+  assert os.listdir(tmp_path) == []
+
+
+def test_messages_name_value_and_range(tmp_path):
+  line = run_binary("mnist_table1", "--eps", "5", cwd=tmp_path).stderr.strip()
+  assert line == "error: flag --eps=5.0: must be in (0, 1] (L∞, pixel units)"
+  line = run_binary("mnist_table1", "--num_draws", "0", cwd=tmp_path).stderr.strip()
+  assert line == "error: flag --num_draws=0: must be an integer ≥ 1"
+
+
+def test_presets_are_valid_and_bad_settings_raise():
+  for preset in cfg.PRESETS.values():
+    preset.validate()
+  base = cfg.PRESETS[("mnist", "cpu")]
+  for field, value in [("epochs", 0), ("eps", 1.5), ("lambda_s", float("nan")),
+                       ("estimator", "x"), ("sweep_l2", (1.0, -1.0)), ("num_draws", 2.5)]:
+    with pytest.raises(cfg.ConfigError, match=f"--{field}="):
+      dataclasses.replace(base, **{field: value}).validate()
+
+
+def _hash_before_later_fields(s):
+  """The training hash as computed before posterior_init / norm_floor existed."""
+  blob = json.dumps({k: getattr(s, k) for k in cfg.TRAINING_FIELDS}, sort_keys=True)
+  return hashlib.md5(blob.encode()).hexdigest()[:10]
+
+
+def test_later_fields_at_default_keep_the_training_hash():
+  committed = json.load(open(os.path.join(ROOT, "results", "mnist_table1", "cpu",
+                                          "results.json")))["settings"]
+  assert "posterior_init" not in committed  # written before the field existed
+  settings = cfg.Settings.from_dict(committed)
+  assert settings == cfg.PRESETS[("mnist", "cpu")]
+  for preset in cfg.PRESETS.values():
+    assert preset.training_hash() == _hash_before_later_fields(preset)
+  for field, value in [("posterior_init", -3.0), ("norm_floor", 1e-12), ("penalty_examples", 16)]:
+    changed = dataclasses.replace(settings, **{field: value})
+    assert changed.training_hash() != settings.training_hash()
