@@ -30,13 +30,13 @@ def main(argv):
   mnist_dir = _MNIST_DIR.value or os.path.join("results", "mnist_table1", preset)
   cifar_dir = _CIFAR_DIR.value or os.path.join("results", "cifar_table2", preset)
   out = _OUTPUT_DIR.value or os.path.join("results", "figures", preset)
-  os.makedirs(out, exist_ok=True)
   made = []
   mnist = store.read_json(os.path.join(mnist_dir, "results.json"))
   cifar = store.read_json(os.path.join(cifar_dir, "results.json"))
   if mnist is None and cifar is None:
     raise ConfigError(f"no results.json in {mnist_dir} or {cifar_dir}; run "
-                                 f"python -m experiments.mnist_table1 --preset {preset} first")
+                      f"python -m experiments.mnist_table1 --preset {preset} first")
+  os.makedirs(out, exist_ok=True)
   if mnist:
     made.append(plots.figure1(mnist, os.path.join(out, "figure1.png"), mnist["settings"]["eps"]))
     made.append(plots.figure_budgets(mnist, os.path.join(out, "figure2.png"), "MNIST"))

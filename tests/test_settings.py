@@ -101,3 +101,15 @@ def test_later_fields_at_default_keep_the_training_hash():
   for field, value in [("posterior_init", -3.0), ("norm_floor", 1e-12), ("penalty_examples", 16)]:
     changed = dataclasses.replace(settings, **{field: value})
     assert changed.training_hash() != settings.training_hash()
+
+
+@pytest.mark.parametrize("binary", ["audit", "diversity", "figures"])
+def test_analysis_binaries_without_results_print_one_clean_line(tmp_path, binary):
+  """TensorFlow is started (audit, diversity) but its start-up messages stay out."""
+  args = (["--mnist_dir=none", "--cifar_dir=none"] if binary == "figures" else
+          ["--results_dir=none"])
+  proc = run_binary(binary, *args, cwd=tmp_path)
+  lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+  assert proc.returncode == 1
+  assert len(lines) == 1 and lines[0].startswith("error: no results.json in none"), lines
+  assert os.listdir(tmp_path) == []
