@@ -96,6 +96,12 @@ def _floats(values):
     return None
 
 
+def _list_of(allowed, what):
+  """A rule (``cfg.RULES`` form) for list flags whose every item is in ``allowed``."""
+  return (lambda v: bool(v) and all(item in allowed for item in v),
+          f"a comma-separated list of {what}")
+
+
 def validate(name, rule, convert=lambda v: v):
   """Registers ``rule`` (``cfg.RULES`` form) as the parse-time check of flag ``name``."""
   ok, what = rule
@@ -133,8 +139,7 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
     rows = cfg.TABLE_ROWS[dataset]
     flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default all): "
                       f"{', '.join(rows)}.")
-    validate("methods", (lambda v: bool(v) and all(m in rows for m in v),
-                         "a comma-separated list of " + ", ".join(rows)))
+    validate("methods", _list_of(rows, ", ".join(rows)))
     flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
                       "black-box column.")
   flags.DEFINE_string("output_dir", None,
@@ -163,8 +168,7 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   for name in ("audit_n", "audit_steps", "audit_restarts"):
     validate(name, positive)
   validate("audit_square_queries", count)
-  validate("audit_eot", (lambda v: v is not None and bool(v) and all(x.isdigit() and int(x) >= 1
-                                                                    for x in v),
+  validate("audit_eot", (lambda v: bool(v) and all(x.isdigit() and int(x) >= 1 for x in v),
                          "a comma-separated list of integers ≥ 1"))
   define_setting_flags()
 
@@ -211,8 +215,7 @@ def define_trained_rows_flags(default_methods):
                       "(default: --results_dir).")
   flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
   rows = sorted(set(cfg.TABLE_ROWS["mnist"] + cfg.TABLE_ROWS["cifar10"]))
-  validate("methods", (lambda v: bool(v) and all(m in rows for m in v),
-                       "a comma-separated list of table rows (" + ", ".join(rows) + ")"))
+  validate("methods", _list_of(rows, "table rows (" + ", ".join(rows) + ")"))
 
 
 def trained_rows():
