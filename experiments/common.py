@@ -336,6 +336,8 @@ def run(main, tensorflow=True):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
       sys.exit(1)
+    if not sys.stdout.isatty():  # a log file gets each line as it is printed
+      sys.stdout.reconfigure(line_buffering=True)
     quiet.filter_warnings()
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("art").setLevel(logging.WARNING)
