@@ -163,22 +163,22 @@ def _each(rule):
           f"a comma-separated list, each {what}")
 
 
-_COUNT, _POSITIVE_INT = _integer(0), _integer(1)
+COUNT, POSITIVE_INT = _integer(0), _integer(1)  # rules for other integer flags too
 # One rule per Settings field: (predicate, what a valid value is).
 RULES = {
     "width": _number(0.0, 4.0, lo_open=True),
-    "n_train": _COUNT, "n_eval": _COUNT, "epochs": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
-    "num_draws": _POSITIVE_INT, "learning_rate": _number(0.0, lo_open=True),
+    "n_train": COUNT, "n_eval": COUNT, "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT,
+    "num_draws": POSITIVE_INT, "learning_rate": _number(0.0, lo_open=True),
     "lambda_m": _number(0.0), "lambda_v": _number(0.0), "lambda_s": _number(0.0),
     "kl_weight": _number(0.0),
     "eps": _number(0.0, 1.0, lo_open=True, what="in (0, 1] (L∞, pixel units)"),
     "pgd_step": _number(0.0, 1.0, lo_open=True, what="in (0, 1] (pixel units)"),
-    "pgd_iters": _POSITIVE_INT, "offline_iters": _POSITIVE_INT, "offline_n": _COUNT,
-    "surrogate_epochs": _POSITIVE_INT, "surrogate_adv_iters": _POSITIVE_INT,
-    "epoch_eval_n": _COUNT, "epoch_eval_pgd_iters": _POSITIVE_INT,
+    "pgd_iters": POSITIVE_INT, "offline_iters": POSITIVE_INT, "offline_n": COUNT,
+    "surrogate_epochs": POSITIVE_INT, "surrogate_adv_iters": POSITIVE_INT,
+    "epoch_eval_n": COUNT, "epoch_eval_pgd_iters": POSITIVE_INT,
     "sweep_linf": _each(_number(0.0, 1.0, lo_open=True, what="in (0, 1]")),
-    "sweep_l2": _each(_number(0.0, lo_open=True)), "sweep_n": _COUNT, "seed": _COUNT,
-    "penalty_examples": _COUNT, "n_clean": _COUNT,
+    "sweep_l2": _each(_number(0.0, lo_open=True)), "sweep_n": COUNT, "seed": COUNT,
+    "penalty_examples": COUNT, "n_clean": COUNT,
     "posterior_init": _number(-30.0, 10.0, what="a finite number in [-30, 10]"),
     "norm_floor": _number(0.0, 1.0, lo_open=True, what="in (0, 1]"),
 }

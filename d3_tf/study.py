@@ -26,7 +26,6 @@ BASE = dataclasses.replace(cfg.PRESETS[("mnist", "cpu")], estimator="reparam_con
 # The grid budget: 10k images × 3 epochs (the BNN's clean accuracy there is in the results).
 GRID_BUDGET = {"n_train": 10000, "epochs": 3}
 LONG_BUDGET = {"n_train": 0, "epochs": 10}  # all 60k images
-PAPER_READING = {"penalty_reduction": "sum", "posterior_init": -5.0, "y_mode": "loss"}
 # Audit of every row: on the first 200 test images, EOT-PGD with R in {1, 4}, APGD-CE and
 # APGD-DLR with R = 4 (ART AutoAttack), transfer from the posterior-mean network.
 AUDIT = {"n": 200, "eot": (1, 4), "steps": 50, "restarts": 1, "apgd_eot": 4,

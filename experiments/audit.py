@@ -14,6 +14,7 @@ import os
 import numpy as np
 from absl import flags
 
+from d3_tf import settings as cfg
 from d3_tf import store
 from experiments import common
 
@@ -54,13 +55,11 @@ def markdown(report):
 
 
 for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n"):
-  flags.register_validator(_name, lambda v: v >= 1, message="must be an integer ≥ 1")
-flags.register_validator("square_queries", lambda v: v >= 0, message="must be an integer ≥ 0")
-flags.register_validator("seed", lambda v: v >= 0, message="must be an integer ≥ 0")
-flags.register_validator("eps", lambda v: v is None or 0 < v <= 1,
-                         message="must be in (0, 1] (L∞, pixel units)")
-flags.register_validator("eot", lambda v: bool(v) and all(r.isdigit() and int(r) >= 1 for r in v),
-                         message="must be a comma-separated list of integers ≥ 1")
+  common.validate(_name, cfg.POSITIVE_INT)
+common.validate("square_queries", cfg.COUNT)
+common.validate("seed", cfg.COUNT)
+common.validate("eps", cfg.RULES["eps"])
+common.validate("eot", common.int_list(1))
 
 
 def main(argv):

@@ -102,6 +102,12 @@ def _list_of(allowed, what):
           f"a comma-separated list of {what}")
 
 
+def int_list(lo):
+  """A rule (``cfg.RULES`` form) for list flags of integers ≥ ``lo``."""
+  return (lambda v: bool(v) and all(x.isdigit() and int(x) >= lo for x in v),
+          f"a comma-separated list of integers ≥ {lo}")
+
+
 def validate(name, rule, convert=lambda v: v):
   """Registers ``rule`` (``cfg.RULES`` form) as the parse-time check of flag ``name``."""
   ok, what = rule
@@ -164,12 +170,10 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
                        "APGD. Default: 1 for --preset cpu, 5 otherwise.")
   flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit "
                        "(0 = skip). Default: 500 for --preset cpu, 1000 otherwise.")
-  positive, count = cfg.RULES["epochs"], cfg.RULES["n_train"]
   for name in ("audit_n", "audit_steps", "audit_restarts"):
-    validate(name, positive)
-  validate("audit_square_queries", count)
-  validate("audit_eot", (lambda v: bool(v) and all(x.isdigit() and int(x) >= 1 for x in v),
-                         "a comma-separated list of integers ≥ 1"))
+    validate(name, cfg.POSITIVE_INT)
+  validate("audit_square_queries", cfg.COUNT)
+  validate("audit_eot", int_list(1))
   define_setting_flags()
 
 

@@ -13,12 +13,12 @@ import os
 from absl import flags
 
 from d3_tf import store
-from d3_tf.settings import ConfigError
+from d3_tf.settings import POSITIVE_INT, ConfigError
 from experiments import common
 
 common.define_trained_rows_flags(["BNN", "M", "M-V", "M-S", "M-V-S"])
 _N = flags.DEFINE_integer("n", 200, "Test images (the first n of the table's slice).")
-flags.register_validator("n", lambda v: v >= 1, message="must be an integer ≥ 1")
+common.validate("n", POSITIVE_INT)
 
 
 def markdown(report):

@@ -32,9 +32,8 @@ _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join("results", "models"
                                   "Trained models (shared with the table binaries).")
 _AUDIT = flags.DEFINE_bool("audit", True, "Audit every row (EOT-PGD, APGD-CE/DLR, transfer).")
 _DIVERSITY_N = flags.DEFINE_integer("diversity_n", 200, "Test images of the ΩM/ΩS measurement.")
-flags.register_validator("seeds", lambda v: bool(v) and all(s.isdigit() for s in v),
-                         message="must be a comma-separated list of integers ≥ 0")
-flags.register_validator("diversity_n", lambda v: v >= 1, message="must be an integer ≥ 1")
+common.validate("seeds", common.int_list(0))
+common.validate("diversity_n", cfg.POSITIVE_INT)
 
 
 def main(argv):
