@@ -68,17 +68,17 @@ def main(argv):
     if not pending:
       print(f"{c.name}: already done, skipped")
       continue
-    if sets is None:
-      sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
-                                                             y[:protocol.n_train or None]),
-                               (xt, yt)).blackbox_sets()
     runner = experiment.Runner(s, _MODELS_DIR.value,
                                (x[:s.n_train or None], y[:s.n_train or None]), (xt, yt))
     for name in pending:
       method = cfg.parse_method(name, "mnist")
       print(f"{c.name} {name}: training / loading", flush=True)
-      row = runner.evaluate(method, sets)
       model = runner.train(method)
+      if sets is None:  # after the first training: two grids run at once do not race for them
+        sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
+                                                               y[:protocol.n_train or None]),
+                                 (xt, yt)).blackbox_sets()
+      row = runner.evaluate(method, sets)
       if _AUDIT.value:
         row["audited"], row["audit"] = tables.audit_row(runner, method, row, sets, audit_kwargs)
       if method.bayesian:
