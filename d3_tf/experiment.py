@@ -96,6 +96,22 @@ class Runner:
     self._models = {}
 
   # ---------------------------------------------------------------- models
+  def optimizer(self, learning_rate, epochs, n):
+    """Adam at ``learning_rate``; with ``lr_schedule=cosine`` decaying to 0 over the row."""
+    if self.s.lr_schedule == "cosine":
+      steps = epochs * -(-n // self.s.batch_size)
+      learning_rate = tf_keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    return tf_keras.optimizers.Adam(learning_rate)
+
+  def epochs(self, method):
+    """Training epochs of a row: ``conventional_epochs`` for the conventional row if set."""
+    if not method.bayesian and self.s.conventional_epochs:
+      return self.s.conventional_epochs
+    return self.s.epochs
+
+  def warm_started(self, method):
+    return bool(self.s.warm_start_lr) and method.bayesian
+
   def build(self, method, n_train):
     s = self.s
     lam = {p: getattr(s, f"lambda_{p}") if p in method.penalties else 0.0 for p in "mvs"}
@@ -111,7 +127,9 @@ class Runner:
           n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction,
           draws_mode=s.draws_mode, norm_floor=s.norm_floor,
           penalty_examples=s.penalty_examples)
-      model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
+      model.compile(optimizer=self.optimizer(
+          s.warm_start_lr if self.warm_started(method) else s.learning_rate,
+          self.epochs(method), n_train))
     return model
 
   def row_dir(self, name):
@@ -162,6 +180,10 @@ class Runner:
       xa, ya = self.offline_set()
       x, y = advsets.append(x, y, xa, ya)
     model = self.build(method, n_train=len(x))
+    if self.warm_started(method):  # a resumed run then restores its own last epoch
+      training.warm_start(model, self.conventional())
+      self.log(f"row {method.name}: starts from the trained {CONVENTIONAL[self.s.dataset]} row")
+    epochs = self.epochs(method)
     callbacks = []
     if self.s.epoch_eval_n:
       n = self.s.epoch_eval_n
@@ -169,9 +191,9 @@ class Runner:
                                       self.s.epoch_eval_pgd_iters,
                                       os.path.join(self.row_dir(method.name), "epochs.json"),
                                       self.s.eval_draws()))
-    self.log(f"row {method.name}: training on {len(x)} images for {self.s.epochs} epochs "
+    self.log(f"row {method.name}: training on {len(x)} images for {epochs} epochs "
              f"(K={model.num_draws}, penalties={method.penalties or 'none'})")
-    return self._fit(model, method.name, x, y, self.s.epochs, callbacks)
+    return self._fit(model, method.name, x, y, epochs, callbacks)
 
   def classifier(self, model):
     """The ART classifier that attacks and evaluates ``model`` (settings' eval draws)."""
@@ -204,7 +226,7 @@ class Runner:
       with self.strategy.scope():
         model = training.build(arch, bayesian=False, seed=s.seed + 1000 + len(out),
                                arch_kwargs={"width": s.width} if arch == "vgg16" else None)
-        model.compile(optimizer=tf_keras.optimizers.Adam(s.learning_rate))
+        model.compile(optimizer=self.optimizer(s.learning_rate, s.surrogate_epochs, len(self.x)))
       if self.is_trained(name):
         model = self._load(model, name)
       elif adversarial:

@@ -19,7 +19,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from d3_tf import penalties, vectorized
-from d3_tf.models import bayesian_layers, is_bayesian
+from d3_tf.models import VARIATIONAL_LAYERS, bayesian_layers, is_bayesian
 
 tfd = tfp.distributions
 PENALTIES = ("m", "v", "s")
@@ -285,6 +285,28 @@ def _injected(head, noise, k):
   finally:
     for layer, fn in zip(layers, saved):
       layer.kernel_posterior_tensor_fn = fn
+
+
+def warm_start(model, source):
+  """Starts a Bayesian ``model`` from a trained conventional ``source`` of the same shapes.
+
+  The trunk's weights (batch-norm statistics included) are copied; each Bayesian layer of
+  the head takes the source layer's kernel and bias as its posterior means, keeping its own
+  initial σ. Returns ``model``.
+  """
+  model.trunk.set_weights(source.trunk.get_weights())
+  targets = [l for l in model.head.layers if l.weights]
+  sources = [l for l in source.head.layers if l.weights]
+  if len(targets) != len(sources):
+    raise ValueError(f"heads differ: {len(targets)} layers with weights vs {len(sources)}")
+  for target, layer in zip(targets, sources):
+    if isinstance(target, VARIATIONAL_LAYERS):
+      kernel, bias = layer.get_weights()
+      target.kernel_posterior.distribution.loc.assign(kernel)
+      target.bias_posterior.distribution.loc.assign(bias)
+    else:
+      target.set_weights(layer.get_weights())
+  return model
 
 
 def build(arch="mnist_cnn", bayesian=True, seed=0, estimator="flipout", arch_kwargs=None,

@@ -84,6 +84,14 @@ _HELP = {
                       "-5 gives σ ≈ 0.007, -3 gives σ ≈ 0.049.",
     "norm_floor": "Floor on the squared gradient norm in Eq. 9 (1e-12 is "
                   "tf.math.l2_normalize's).",
+    "lr_schedule": "constant: Adam at --learning_rate throughout (the paper); cosine: the rate "
+                   "decays to 0 over each row's training (cosine, per step).",
+    "conventional_epochs": "Training epochs of the conventional row (CNN / VGG16) when it "
+                           "differs from the others (0 = --epochs).",
+    "warm_start_lr": "0: every row is trained from scratch (the paper). > 0: the Bayesian rows "
+                     "start from the trained conventional row (its trunk, and its head's "
+                     "weights as posterior means; σ from --posterior_init) and are trained "
+                     "with their own loss at this Adam rate. A deviation from the paper.",
 }
 _TUNABLE = [f for f in dataclasses.fields(cfg.Settings) if f.name in _HELP]
 

@@ -118,6 +118,9 @@ def test_cifar_binaries_smoke(tmp_path):
   results = json.load(open(tmp_path / "t2" / "results.json"))
   assert 0 <= results["rows"]["M-S"]["pgd"] <= 100
   assert "| VGG16 |" in open(tmp_path / "t2" / "table.md").read()
+  # the smoke preset, like cpu, warm-starts the Bayesian rows from the conventional one
+  assert "row M-S: starts from the trained VGG16 row" in t2.stdout
+  assert "row VGG16: training on 128 images for 2 epochs" in t2.stdout
   t3 = run_binary("cifar_table3", "--budgets", "0.0,0.015", "--output_dir", "t3", *common,
                   cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
   assert t3.returncode == 0, t3.stderr[-3000:]
@@ -126,9 +129,11 @@ def test_cifar_binaries_smoke(tmp_path):
   assert set(res3["rows"]) == {"M-S", "BVGG16-Off", "M-S-Off"}
   for row in res3["rows"].values():
     assert set(row["budgets"]) == {"0.0", "0.015"}
-    assert all(0 <= v <= 100 for v in row["budgets"].values())
+    assert set(row["budgets_scaled"]) == {"0.015"}  # the paper's step and the scaled one
+    assert all(0 <= v <= 100 for v in [*row["budgets"].values(), *row["budgets_scaled"].values()])
   table = open(tmp_path / "t3" / "table.md").read()
   assert "| M-S | " in table and "88.4" in table and "Adv-BNN" in table
+  assert "| 0.015 | scaled step | paper | Δ |" in table
 
 
 @pytest.mark.parametrize("args,message", [

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 import d3_tf
-from d3_tf import data, models, vectorized
+from d3_tf import data, models, training, vectorized
 
 
 def _vgg_tiny(**kwargs):
@@ -237,3 +237,19 @@ def test_penalty_subsample_is_unbiased_over_all_subsets(mnist_small):
     np.testing.assert_allclose(mean, g.numpy(), rtol=1e-4, atol=1e-6 * np.abs(g).max())
   # a single subset is a different, noisy value
   assert not np.isclose(runs[0][0]["omega_s"].numpy(), full["omega_s"].numpy())
+
+
+def test_warm_start_makes_the_posterior_mean_the_conventional_net():
+  from d3_tf import audit  # pylint: disable=g-import-not-at-top
+  source = _vgg_tiny(bayesian=False, seed=3)
+  model = _vgg_tiny(seed=0, estimator="reparam_conv")
+  layers = models.bayesian_layers(model.head)
+  sigma = [l.kernel_posterior.stddev().numpy() for l in layers]
+  training.warm_start(model, source)
+  x = np.random.RandomState(0).rand(4, 32, 32, 3).astype("float32")
+  np.testing.assert_allclose(audit.posterior_mean_model(model)(x).numpy(), source(x).numpy(),
+                             rtol=1e-5, atol=1e-5)
+  for layer, before in zip(layers, sigma):  # σ keeps its own initial value
+    np.testing.assert_array_equal(layer.kernel_posterior.stddev().numpy(), before)
+  np.testing.assert_array_equal(model.trunk(x).numpy(), source.trunk(x).numpy())
+  assert not np.allclose(model(x).numpy(), source(x).numpy(), atol=1e-6)  # draws still vary
