@@ -1,0 +1,73 @@
+"""The verdict over study grids: seeds averaged, claims picked under the clean threshold."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from d3_tf import verdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _row(clean, pgd, audited=None, omega_m=None):
+  r = {"clean": clean, "fgsm": pgd + 10, "pgd": pgd, "blackbox": 50.0}
+  if audited is not None:
+    r["audited"] = audited
+  if omega_m is not None:
+    r["diversity"] = {"omega_m": omega_m}
+  return r
+
+
+def _grid():
+  return {"grid": "main", "configs": {
+      "sum/-3/loss": {"overrides": {"seed": 0}, "rows": {
+          "M": _row(97.5, 20.0, 2.0, 0.12), "M-S": _row(60.0, 90.0, 0.0, 0.9)}},
+      "sum/-3/loss/seed=1": {"overrides": {"seed": 1}, "rows": {"M": _row(98.5, 24.0, 4.0, 0.14)}},
+      "mean/-5/loss": {"overrides": {"seed": 0}, "rows": {
+          "M": _row(99.0, 1.0, 0.0, 0.8), "BNN": _row(99.2, 0.0, 0.0, 0.5)}}}}
+
+
+def test_seeds_are_averaged_with_sample_std():
+  agg = verdict.aggregate(verdict.entries("main", _grid()))
+  m = agg[("main", "sum/-3/loss", "M")]
+  assert m["seeds"] == [0, 1]
+  np.testing.assert_allclose(m["pgd"]["mean"], 22.0)
+  np.testing.assert_allclose(m["pgd"]["std"], np.std([20.0, 24.0], ddof=1))
+  np.testing.assert_allclose(m["omega_m"]["mean"], 0.13)
+  assert agg[("main", "mean/-5/loss", "BNN")]["pgd"]["n"] == 1
+  assert verdict.fmt(m["pgd"]) == "22.0 ± 2.8 (2)" and verdict.fmt(None) == "—"
+
+
+def test_best_claim_respects_the_clean_threshold():
+  agg = verdict.aggregate(verdict.entries("main", _grid()))
+  best = verdict.best_per_claim(agg, clean_min=97.0)
+  assert set(best) == {"M"}  # M-S reached 90% PGD but only 60% clean: it does not count
+  assert best["M"][1] == "sum/-3/loss"
+  best = verdict.best_per_claim(agg, clean_min=50.0)
+  assert best["M-S"][1] == "sum/-3/loss"
+  text = verdict.markdown(agg)
+  assert "| M | 55.2 | 22.0 ± 2.8 (2) |" in text
+  assert "| M-S | 94.0 | no run reached 97% clean |" in text
+
+
+def test_table_runs_count_as_one_configuration():
+  table = {"preset": "cpu", "settings": {"seed": 0}, "rows": {"M-V": _row(98.0, 3.0)}}
+  agg = verdict.aggregate(verdict.entries("cpu", table))
+  assert verdict.best_per_claim(agg)["M-V"][1] == "preset cpu"
+
+
+def test_binary_writes_table_and_figure(tmp_path):
+  os.makedirs(tmp_path / "study" / "main")
+  json.dump(_grid(), open(tmp_path / "study" / "main" / "results.json", "w"))
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, "-m", "experiments.verdict", "--study_dir", "study"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (tmp_path / "study" / "verdict" / "verdict.png").exists()
+  assert "| M | 55.2 | 22.0 ± 2.8 (2) |" in (tmp_path / "study" / "verdict" / "verdict.md").read_text()
+  empty = subprocess.run([sys.executable, "-m", "experiments.verdict", "--study_dir", "none"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  lines = [l for l in (empty.stdout + empty.stderr).splitlines() if l.strip()]
+  assert empty.returncode != 0 and len(lines) == 1 and "no study results" in lines[0]
