@@ -43,7 +43,7 @@ def figure1(results, path, eps):
   for ax, key, label in ((axes[0], "fgsm", "FGSM"), (axes[1], "pgd", "PGD")):
     for name, epochs in rows.items():
       xs = sorted(int(e) for e in epochs)
-      colour, marker = style(name)
+      colour, marker = style(name.split()[0])  # "M-S" or "M-S <configuration>"
       ax.plot(xs, [epochs[str(e)][key] for e in xs], color=colour, marker=marker, label=name)
     all_epochs = sorted({int(e) for epochs in rows.values() for e in epochs})
     if len(all_epochs) <= 20:

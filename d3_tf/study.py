@@ -93,7 +93,8 @@ def _long_grid():
 
 def _smoke_grid():
   """Seconds per row on the embedded slice: the binary end to end (tests)."""
-  return [config(_reading_name("sum", -5.0, "loss"), ["BNN", "M"], penalty_reduction="sum"),
+  return [config(_reading_name("sum", -5.0, "loss"), ["BNN", "M"], penalty_reduction="sum",
+                 epoch_eval_n=8),  # with the per-epoch log, as the long runs
           config(_reading_name("mean", -5.0, "loss"), ["M"], penalty_reduction="mean")]
 
 

@@ -92,10 +92,13 @@ def main(argv):
       print(f"{c.name} {name}: clean {row['clean']:.1f}, PGD {row['pgd']:.1f}, audited "
             f"{row.get('audited', float('nan')):.1f}", flush=True)
   save()
-  figure = plots.figure_diversity(study.diversity_points(results),
-                                  os.path.join(out, "diversity.png"))
+  figures = [plots.figure_diversity(study.diversity_points(results),
+                                    os.path.join(out, "diversity.png")),
+             plots.figure1({"rows": {f"{row} {name}": r for name, entry in results["configs"].items()
+                                     for row, r in entry["rows"].items()}},
+                           os.path.join(out, "figure1.png"), base.eps)]
   print(study.markdown(results))
-  print(f"results: {path}" + (f", {figure}" if figure else ""))
+  print(f"results: {path}" + "".join(f", {f}" for f in figures if f))
 
 
 if __name__ == "__main__":

@@ -256,6 +256,8 @@ def test_study_smoke_grid_end_to_end_and_resume(tmp_path):
       assert row["provenance"]["seed"] == 0 and row["provenance"]["git_commit"]
   assert entry["overrides"]["penalty_reduction"] == "mean"
   assert (tmp_path / "out" / "diversity.png").exists()
+  assert set(results["configs"]["sum/-5/loss"]["rows"]["M"]["epochs"]) == {"1"}  # Figure 1 log
+  assert (tmp_path / "out" / "figure1.png").exists()
   again = run_binary("study", *args, cwd=tmp_path)
   assert again.returncode == 0 and again.stdout.count("already done, skipped") == 2
   assert json.load(open(tmp_path / "out" / "results.json"))["configs"] == results["configs"]
