@@ -44,8 +44,9 @@ _PROFILE = flags.DEFINE_bool("profile", False, "Also profile one warm step of ea
 _EVAL_N = flags.DEFINE_integer("eval_n", 1000, "Test-sized images of the MNIST evaluation rows "
                                "(VGG16 uses --eval_n_vgg).")
 _EVAL_N_VGG = flags.DEFINE_integer("eval_n_vgg", 32, "Images of the VGG16 evaluation rows.")
-_ROWS = flags.DEFINE_list("rows", None, "Only the rows whose label contains one of these "
-                         "strings, e.g. 'K=1 train,D3 train, loop' (default: all rows).")
+_ROWS = flags.DEFINE_multi_string("rows", None, "Only these rows, by their full label; "
+                                  "repeat the flag, e.g. --rows 'K=1 train' --rows 'K=10 D3 "
+                                  "train, loop' (labels contain commas; default: all rows).")
 _MODELS = flags.DEFINE_list("models", None, "Models to time (default: mnist, plus vgg16 "
                             "with --vgg16), e.g. --models vgg16.")
 _ONE = flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print JSON.")
@@ -73,6 +74,8 @@ ROWS = [("K=1 train", dict(kind="train", k=1, penalties=False)),
                                                         mode="vectorized")),
         (EVAL_LOOP, dict(kind="eval", k=10, penalties=False, mode="loop")),
         (EVAL_DEFAULT, dict(kind="eval", k=10, penalties=False, mode="default"))]
+flags.register_validator("rows", lambda v: v is None or set(v) <= {label for label, _ in ROWS},
+                         "must be row labels as printed, e.g. 'K=1 train'")
 
 
 def _median_time(fn, steps, warmup):
@@ -243,7 +246,7 @@ def main(argv):
           f", median of {steps} warm steps")
     print(f"{'configuration':40s} {'ms/step':>10s} {'images/s':>10s} {'peak MB':>9s}")
     for label, cfg in ROWS:
-      if _ROWS.value and not any(part in label for part in _ROWS.value):
+      if _ROWS.value and label not in _ROWS.value:
         continue
       if cfg.get("mode") == "default" and FASTEST_EVAL_DRAWS[CONFIGS[name]["arch"]] == "loop":
         # the default IS the loop row: timing it twice would only measure noise
