@@ -6,8 +6,8 @@ white-box claim of Table 1 finds the best PGD accuracy reached with at least ``c
 clean accuracy, beside what the audit leaves of it. No TensorFlow here.
 """
 
-import math
 import re
+import statistics
 
 from d3_tf import paper
 
@@ -20,9 +20,8 @@ def _mean_std(values):
   values = [v for v in values if v is not None]
   if not values:
     return None
-  mean = sum(values) / len(values)
-  var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-  return {"mean": mean, "std": math.sqrt(var), "n": len(values)}
+  return {"mean": statistics.mean(values),
+          "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def entries(source, results):
