@@ -160,9 +160,10 @@ def markdown(results):
            "APGD-CE/DLR with EOT and posterior-mean transfer on the first "
            f"{results['audit']['n']} images). ΩM of K test-time draws (1 = identical "
            "directions, 1/K = independent); σ: median posterior scale; zero grad: % of test "
-           "inputs whose input gradient is exactly 0; margin: median logit margin.", "",
+           "inputs whose input gradient is exactly 0; margin: median logit margin; eval s: "
+           "seconds of evaluation, audit and measurements.", "",
            "| configuration | row | clean | FGSM | PGD | black-box | audited | ΩM | ΩS | σ | "
-           "zero grad | margin | train s |", "|---" * 13 + "|"]
+           "zero grad | margin | train s | eval s |", "|---" * 14 + "|"]
   fmt = lambda v, f="{:.1f}": "—" if v is None else f.format(v)
   for name, entry in results["configs"].items():
     for row, r in entry["rows"].items():
@@ -173,7 +174,7 @@ def markdown(results):
           f"{fmt(d.get('omega_m'), '{:.3f}')} | {fmt(d.get('omega_s'), '{:.1f}')} | "
           f"{fmt(d.get('sigma_median'), '{:.4f}')} | {fmt(r.get('zero_gradient_pct'))} | "
           f"{fmt(r.get('median_logit_margin'), '{:.2f}')} | "
-          f"{fmt(r.get('train_seconds'), '{:.0f}')} |")
+          f"{fmt(r.get('train_seconds'), '{:.0f}')} | {fmt(r.get('eval_seconds'), '{:.0f}')} |")
   return "\n".join(lines) + "\n"
 
 

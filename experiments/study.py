@@ -74,6 +74,7 @@ def main(argv):
       method = cfg.parse_method(name, "mnist")
       print(f"{c.name} {name}: training / loading", flush=True)
       model = runner.train(method)
+      t_eval = time.time()
       if sets is None:  # after the first training: two grids run at once do not race for them
         sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
                                                                y[:protocol.n_train or None]),
@@ -85,6 +86,7 @@ def main(argv):
         n = min(_DIVERSITY_N.value, len(runner.xe))
         row["diversity"] = audit.direction_diversity(model, runner.xe[:n], runner.ye[:n])
       row.update(study.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
+      row["eval_seconds"] = time.time() - t_eval
       row["provenance"] = {"git_commit": results["git_commit"], "command": results["command"],
                            "seed": s.seed}
       entry["rows"][name] = row

@@ -253,6 +253,7 @@ def test_study_smoke_grid_end_to_end_and_resume(tmp_path):
                   "median_logit_margin", "train_seconds"):
         assert 0 <= row[key] <= 100 or key in ("median_logit_margin", "train_seconds")
       assert 0 < row["diversity"]["omega_m"] <= 1 + 1e-6
+      assert row["eval_seconds"] > 0
       assert row["provenance"]["seed"] == 0 and row["provenance"]["git_commit"]
   assert entry["overrides"]["penalty_reduction"] == "mean"
   assert (tmp_path / "out" / "diversity.png").exists()
