@@ -73,16 +73,10 @@ def fmt(stat, digits=1):
   return text + (f" ± {stat['std']:.{digits}f} ({stat['n']})" if stat["n"] > 1 else "")
 
 
-def markdown(agg, clean_min=97.0):
-  """The claims table, then every configuration and row."""
+def _claims(agg, clean_min):
+  """The claims table at one clean-accuracy floor."""
   best = best_per_claim(agg, clean_min)
-  lines = ["# Verdict: the paper's white-box claims against every configuration run", "",
-           f"For each row whose PGD accuracy Table 1 reports: the best PGD-40 accuracy (ε = 0.3) "
-           f"that any configuration reached with at least {clean_min:g}% clean accuracy, what the "
-           "audit leaves of it (per-example worst case of EOT-PGD, APGD-CE/DLR with EOT and "
-           "posterior-mean transfer), and the configuration. Mean ± standard deviation (number "
-           "of seeds) where a configuration ran with several seeds. Accuracy in %.", "",
-           "| row | paper PGD | best PGD (clean ≥ %g%%) | its clean | its audited | ΩM | "
+  lines = ["| row | paper PGD | best PGD (clean ≥ %g%%) | its clean | its audited | ΩM | "
            "configuration |" % clean_min, "|---" * 7 + "|"]
   for row in CLAIMS:
     claimed = paper.TABLE1[row]["pgd"]
@@ -92,6 +86,22 @@ def markdown(agg, clean_min=97.0):
     source, config, a = best[row]
     lines.append(f"| {row} | {claimed} | {fmt(a['pgd'])} | {fmt(a['clean'])} | "
                  f"{fmt(a['audited'])} | {fmt(a['omega_m'], 3)} | {source}: {config} |")
+  return lines
+
+
+def markdown(agg, clean_min=97.0, clean_near=90.0):
+  """The claims table at ``clean_min`` and at ``clean_near``, then every configuration."""
+  lines = ["# Verdict: the paper's white-box claims against every configuration run", "",
+           f"For each row whose PGD accuracy Table 1 reports: the best PGD-40 accuracy (ε = 0.3) "
+           f"that any configuration reached with at least {clean_min:g}% clean accuracy, what the "
+           "audit leaves of it (per-example worst case of EOT-PGD, APGD-CE/DLR with EOT and "
+           "posterior-mean transfer), and the configuration. Mean ± standard deviation (number "
+           "of seeds) where a configuration ran with several seeds. Accuracy in %.", ""]
+  lines += _claims(agg, clean_min)
+  if clean_near < clean_min:
+    lines += ["", f"The same with the floor lowered to {clean_near:g}% clean (configurations "
+              "that trade clean accuracy for the paper's pattern):", ""]
+    lines += _claims(agg, clean_near)
   lines += ["", "## Every configuration", "",
             "| source | configuration | row | seeds | clean | FGSM | PGD | black-box | audited | "
             "ΩM |", "|---" * 10 + "|"]

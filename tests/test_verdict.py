@@ -50,6 +50,10 @@ def test_best_claim_respects_the_clean_threshold():
   text = verdict.markdown(agg)
   assert "| M | 55.2 | 22.0 ± 2.8 (2) |" in text
   assert "| M-S | 94.0 | no run reached 97% clean |" in text
+  assert "| M-S | 94.0 | no run reached 90% clean |" in text  # the second, lower floor
+  lowered = verdict.markdown(agg, clean_near=50.0)
+  assert "| M-S | 94.0 | 90.0 | 60.0 | 0.0 | 0.900 | main: sum/-3/loss |" in lowered
+  assert "best PGD (clean ≥ 90%)" not in verdict.markdown(agg, clean_near=97.0)
 
 
 def test_table_runs_count_as_one_configuration():
