@@ -83,13 +83,18 @@ def figure_diversity(points, path):
   if not points:
     return None
   fig, ax = plt.subplots(figsize=(6, 4))
+  shown = set()
   for label, omega_m, pgd, audited in points:
-    colour, _ = style(label.split()[-1])
-    ax.scatter(omega_m, pgd, color=colour, marker="o")
+    row = label.split()[-1]
+    colour, _ = style(row)
+    ax.scatter(omega_m, pgd, color=colour, marker="o", label=None if row in shown else row)
+    shown.add(row)
     if audited is not None:
       ax.scatter(omega_m, audited, facecolors="none", edgecolors=colour, marker="o")
       ax.plot([omega_m, omega_m], [audited, pgd], color=colour, lw=0.5)
-  ax.set_xlabel("ΩM of K test-time draws (1 = identical directions)")
+  ax.axvline(0.1, color="0.7", lw=0.8, ls=":")  # K = 10 independent directions: ΩM ≈ 1/K
+  ax.legend(loc="upper right", fontsize=8)
+  ax.set_xlabel("ΩM of K test-time draws (1 = identical directions, 0.1 = independent)")
   ax.set_ylabel("accuracy under attack (%)")
   ax.set_title("Does diversity buy robustness? PGD-40 (filled) vs audited (open)")
   ax.set_ylim(-2, 100)
