@@ -191,7 +191,8 @@ class Runner:
                                       self.s.epoch_eval_pgd_iters,
                                       os.path.join(self.row_dir(method.name), "epochs.json"),
                                       self.s.eval_draws()))
-    self.log(f"row {method.name}: training on {len(x)} images for {epochs} epochs "
+    self.log(f"row {method.name}: training on {len(x)} images for "
+             f"{progress.count(epochs, 'epoch')} "
              f"(K={model.num_draws}, penalties={method.penalties or 'none'})")
     return self._fit(model, method.name, x, y, epochs, callbacks)
 

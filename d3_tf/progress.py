@@ -36,3 +36,8 @@ class Timer:
   def done(self, text):
     if not interactive():
       print(f"{text} ({time.monotonic() - self.t0:.0f} s)", flush=True)
+
+
+def count(n, noun):
+  """'1 epoch', '3 epochs': ``n`` and ``noun``, plural unless n is 1."""
+  return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from d3_tf import distribute, experiment, paper
+from d3_tf import distribute, experiment, paper, progress
 
 COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
 AUDIT_COLUMN = ("audited", "Audited")
@@ -86,13 +86,14 @@ def setup_line(s, n_eval):
     extra.append(f"{s['lr_schedule']} learning-rate schedule")
   conventional = experiment.CONVENTIONAL[s["dataset"]]
   if s.get("conventional_epochs"):
-    extra.append(f"{conventional} row {s['conventional_epochs']} epochs")
+    extra.append(f"{conventional} row {progress.count(s['conventional_epochs'], 'epoch')}")
   if s.get("warm_start_lr"):
     extra.append(f"Bayesian rows START FROM THE TRAINED {conventional} ROW (not the paper's "
                  f"from-scratch training), Adam {s['warm_start_lr']:g}")
-  return (f"{s['n_train'] or 'all'} training images × {s['epochs']} epochs ({share:.2g}% of the "
-          f"paper's training), batch {s['batch_size']}, K={s['num_draws']}, penalties "
-          f"{reduction}, estimator {s['estimator']}" + "".join(f", {e}" for e in extra) +
+  return (f"{s['n_train'] or 'all'} training images × {progress.count(s['epochs'], 'epoch')} "
+          f"({share:.2g}% of the paper's training), batch {s['batch_size']}, "
+          f"K={s['num_draws']}, penalties {reduction}, estimator {s['estimator']}"
+          + "".join(f", {e}" for e in extra) +
           f"; attacks on {n_eval} test images"
           + (f" (clean accuracy on {s['n_clean']})" if s.get("n_clean") else "") +
           f", L∞ ε={s['eps']}, PGD {s['pgd_iters']} steps of {s['pgd_step']}")

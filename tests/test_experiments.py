@@ -121,6 +121,8 @@ def test_cifar_binaries_smoke(tmp_path):
   # the smoke preset, like cpu, warm-starts the Bayesian rows from the conventional one
   assert "row M-S: starts from the trained VGG16 row" in t2.stdout
   assert "row VGG16: training on 128 images for 2 epochs" in t2.stdout
+  assert "row M-S: training on 128 images for 1 epoch (" in t2.stdout
+  assert "128 training images × 1 epoch (" in open(tmp_path / "t2" / "table.md").read()
   t3 = run_binary("cifar_table3", "--budgets", "0.0,0.015", "--output_dir", "t3", *common,
                   cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
   assert t3.returncode == 0, t3.stderr[-3000:]
