@@ -85,6 +85,14 @@ def _lambda_s_grid():
           for scale in (0.1, 0.01, 0.001)]
 
 
+def _lambda_m_grid():
+  """λM scaled down under the printed sums at ρ₀ = −3, where M gains under PGD but stays
+  below 97% clean: is there a scale that keeps both?"""
+  return [config(f"sum/-3/loss/lambda_m={20 * scale:g}", ["M"], penalty_reduction="sum",
+                 posterior_init=-3.0, lambda_m=20.0 * scale, **GRID_BUDGET)
+          for scale in (0.5, 0.25, 0.1)]
+
+
 def _long_grid():
   """All 60k images × 10 epochs: the paper's exact reading (with the per-epoch PGD log)."""
   return [config("long/" + _reading_name("sum", -5.0, "loss"), ["M-S", "M", "BNN"],
@@ -99,7 +107,7 @@ def _smoke_grid():
 
 
 GRIDS = {"main": _main_grid, "init": _init_grid, "lambda_s": _lambda_s_grid,
-         "long": _long_grid, "smoke": _smoke_grid}
+         "lambda_m": _lambda_m_grid, "long": _long_grid, "smoke": _smoke_grid}
 SMOKE_BASE = dataclasses.replace(cfg.PRESETS[("mnist", "smoke")], estimator="reparam_conv",
                                  sweep_linf=(), sweep_l2=(), epoch_eval_n=0)
 SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,

@@ -119,3 +119,20 @@ def test_analysis_binaries_without_results_print_one_clean_line(tmp_path, binary
   assert proc.returncode == 1
   assert len(lines) == 1 and lines[0].startswith("error: no results.json in none"), lines
   assert os.listdir(tmp_path) == []
+
+
+def test_study_configurations_differ_in_training_hash_when_their_settings_differ():
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  settings_by_hash = {}
+  for name in study.GRIDS:
+    base = study.SMOKE_BASE if name == "smoke" else study.BASE
+    for c in study.grid(name, seeds=(0, 1)):
+      s = c.settings(base)  # validates
+      assert s.seed == (1 if c.name.endswith("/seed=1") else 0)
+      settings_by_hash.setdefault(s.training_hash(), set()).add(
+          json.dumps(dataclasses.asdict(s), sort_keys=True))
+  # a shared model folder is only right for identical settings (e.g. bnn/-3 and mean/-3/loss:
+  # the BNN row has no penalty to reduce); anything else would overwrite another's models
+  assert all(len(group) == 1 for group in settings_by_hash.values())
+  lam = study.grid("lambda_m")[0].settings(study.BASE)
+  assert (lam.lambda_m, lam.penalty_reduction, lam.posterior_init) == (10.0, "sum", -3.0)
