@@ -27,8 +27,8 @@ _CLEAN_NEAR = flags.DEFINE_float("clean_near", 90.0, "A second, lower floor: the
                                  "again for configurations that trade clean accuracy for "
                                  "robustness (not shown when ≥ --clean_min).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: <study_dir>/verdict.")
-common.validate("clean_min", (lambda v: 0 <= v <= 100, "in [0, 100]"))
-common.validate("clean_near", (lambda v: 0 <= v <= 100, "in [0, 100]"))
+for _name in ("clean_min", "clean_near"):
+  common.validate(_name, (lambda v: 0 <= v <= 100, "in [0, 100]"))
 
 
 def main(argv):
