@@ -208,6 +208,9 @@ _MNIST = dict(dataset="mnist", arch="mnist_cnn", lambda_m=20.0, lambda_v=40.0, l
 # slightly slower on VGG16 (both are bound by the same convolution FLOPs; docs/performance.md).
 _CIFAR = dict(dataset="cifar10", arch="vgg16", lambda_m=10.0, lambda_v=40.0, lambda_s=20.0,
               eps=0.03, pgd_step=0.001)
+# λ's as the paper prints them, per dataset (table headers name any other value).
+PAPER_LAMBDAS = {name: {k: v for k, v in d.items() if k.startswith("lambda_")}
+                 for name, d in (("mnist", _MNIST), ("cifar10", _CIFAR))}
 # Presets that run on the MNIST slice embedded in the package when no data dir is set.
 EMBEDDED_PRESETS = ("smoke", "quick")
 PRESETS = {
@@ -266,6 +269,21 @@ PRESETS = {
                                    sweep_linf=(0.015, 0.035, 0.055, 0.07),
                                    sweep_l2=(0.25, 0.5, 0.75, 1.0, 1.5)),
 }
+
+# The reading of the paper's text that came closest to its white-box pattern with ≥ 97% clean
+# accuracy in the verdict study (docs/verdict.md): the printed sums, a wider initial posterior,
+# y = the draw's loss, the specified layer pair, and the two λ's the study scaled down (λM for
+# clean accuracy, λS because the printed value makes M-S collapse under the sums).
+VERDICT_READING = dict(penalty_reduction="sum", posterior_init=-3.0, y_mode="loss",
+                       estimator="reparam_conv", lambda_m=10.0, lambda_s=0.4)
+# Table 1 at that reading, at the study's budget (10k images × 3 epochs) and on the cpu
+# preset's protocol (attacks on 1,000 test images, Figures 1-2 on 200, the same surrogates),
+# with the full audit column (experiments/common.py): every cell beside the paper's and beside
+# what the adaptive attacks leave of it.
+PRESETS[("mnist", "verdict")] = dataclasses.replace(PRESETS[("mnist", "cpu")], n_train=10000,
+                                                    epochs=3, **VERDICT_READING)
+# The presets whose table binaries add the audited column unless --noaudit.
+AUDITED_PRESETS = ("cpu", "verdict", "paper")
 
 # Seconds per batch-64 training step on 2 CPU cores (K=10, all penalties, draws_mode=loop),
 # from benchmarks.train_step: MNIST measured at batch 64; CIFAR-10 twice the 5.9 s VGG16 step

@@ -93,10 +93,17 @@ def _lambda_m_grid():
           for scale in (0.5, 0.25, 0.1)]
 
 
+def _verdict_grid():
+  """The verdict preset's reading at the grid budget: its rows share the preset's models."""
+  return [config("verdict", ["M-S", "M", "BNN"], **cfg.VERDICT_READING, **GRID_BUDGET)]
+
+
 def _long_grid():
-  """All 60k images × 10 epochs: the paper's exact reading (with the per-epoch PGD log)."""
+  """All 60k images × 10 epochs, with the per-epoch PGD log: the paper's exact reading, then
+  the reading the study found closest to its white-box pattern (the verdict preset's)."""
   return [config("long/" + _reading_name("sum", -5.0, "loss"), ["M-S", "M", "BNN"],
-                 penalty_reduction="sum", **LONG_BUDGET)]
+                 penalty_reduction="sum", **LONG_BUDGET),
+          config("long/verdict", ["M-S", "M", "BNN"], **cfg.VERDICT_READING, **LONG_BUDGET)]
 
 
 def _smoke_grid():
@@ -107,7 +114,7 @@ def _smoke_grid():
 
 
 GRIDS = {"main": _main_grid, "init": _init_grid, "lambda_s": _lambda_s_grid,
-         "lambda_m": _lambda_m_grid, "long": _long_grid, "smoke": _smoke_grid}
+         "lambda_m": _lambda_m_grid, "verdict": _verdict_grid, "long": _long_grid, "smoke": _smoke_grid}
 SMOKE_BASE = dataclasses.replace(cfg.PRESETS[("mnist", "smoke")], estimator="reparam_conv",
                                  sweep_linf=(), sweep_l2=(), epoch_eval_n=0)
 SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,

@@ -9,6 +9,7 @@ import sys
 import time
 
 from d3_tf import distribute, experiment, paper, progress
+from d3_tf import settings as cfg
 
 COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
 AUDIT_COLUMN = ("audited", "Audited")
@@ -82,6 +83,8 @@ def setup_line(s, n_eval):
   extra = [f"{k} {s[k]}" for k, default in (("posterior_init", -5.0), ("y_mode", "loss"),
                                              ("penalty_examples", 0))
            if s.get(k, default) != default]
+  extra += [f"λ{k[-1].upper()} {s[k]:g} (paper {v:g})"
+            for k, v in cfg.PAPER_LAMBDAS[s["dataset"]].items() if s[k] != v]
   if s.get("lr_schedule", "constant") != "constant":
     extra.append(f"{s['lr_schedule']} learning-rate schedule")
   conventional = experiment.CONVENTIONAL[s["dataset"]]

@@ -163,8 +163,8 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
                       "Where trained models, epoch checkpoints, logs and adversarial sets go; "
                       "shared by the binaries, so rows with equal training settings are reused.")
   flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
-                    "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset cpu and "
-                    "paper, off for the others.")
+                    "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset "
+                    f"{', '.join(cfg.AUDITED_PRESETS)}, off for the others.")
   flags.DEFINE_enum("distribute", "none", list(distribute.STRATEGIES),
                     "tf.distribute strategy: none, mirrored (all local GPUs) or multi_worker "
                     "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
@@ -187,7 +187,7 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
 
 def audit_kwargs():
   """run_audit arguments from the --audit* flags, or None when the audit is off."""
-  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset in ("cpu", "paper")
+  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset in cfg.AUDITED_PRESETS
   if not on:
     return None
   cpu = FLAGS.preset == "cpu"

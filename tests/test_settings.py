@@ -136,3 +136,17 @@ def test_study_configurations_differ_in_training_hash_when_their_settings_differ
   assert all(len(group) == 1 for group in settings_by_hash.values())
   lam = study.grid("lambda_m")[0].settings(study.BASE)
   assert (lam.lambda_m, lam.penalty_reduction, lam.posterior_init) == (10.0, "sum", -3.0)
+
+
+def test_verdict_preset_trains_as_the_study_at_its_reading():
+  """The verdict preset is the study's protocol at the chosen reading and budget: its rows
+  share model folders with the study's configuration there (long runs, seeds)."""
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  preset = cfg.PRESETS[("mnist", "verdict")]
+  same = study.grid("verdict")[0].settings(study.BASE)
+  assert preset.training_hash() == same.training_hash()
+  assert preset.training_hash() != cfg.PRESETS[("mnist", "cpu")].training_hash()
+  assert (preset.penalty_reduction, preset.n_train, preset.epochs) == ("sum", 10000, 3)
+  long = {c.name: c for c in study.grid("long")}["long/verdict"].settings(study.BASE)
+  assert (long.n_train, long.epochs, long.lambda_s) == (0, 10, preset.lambda_s)
+  assert "verdict" in cfg.AUDITED_PRESETS
