@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from d3_tf import data, distribute, quiet, store
+from d3_tf import data, distribute, progress, quiet, store
 from d3_tf import settings as cfg
 
 FLAGS = flags.FLAGS
@@ -289,7 +289,7 @@ def load_table_data(settings):
 
 def describe(settings, binary, num_rows, n_train_full):
   print(f"{binary} --preset {FLAGS.preset}: {settings.n_train or 'all'} training images, "
-        f"{settings.epochs} epochs, K={settings.num_draws}, eval on "
+        f"{progress.count(settings.epochs, 'epoch')}, K={settings.num_draws}, eval on "
         f"{settings.n_eval or 'all'} test images", flush=True)
   if FLAGS.preset == "paper":
     hours = cfg.estimate_hours(settings, num_rows, n_train_full)
