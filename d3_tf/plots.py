@@ -78,8 +78,9 @@ def figure_budgets(results, path, title):
   return _save(fig, path)
 
 
-def figure_diversity(points, path):
-  """PGD (filled) and audited (open) accuracy against ΩM of the K test-time directions."""
+def figure_diversity(points, path, num_draws=10):
+  """PGD (filled) and audited (open) accuracy against ΩM of the K test-time directions; a
+  dotted line at ΩM = 1/K, the expectation for K independent isotropic directions."""
   if not points:
     return None
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -92,9 +93,10 @@ def figure_diversity(points, path):
     if audited is not None:
       ax.scatter(omega_m, audited, facecolors="none", edgecolors=colour, marker="o")
       ax.plot([omega_m, omega_m], [audited, pgd], color=colour, lw=0.5)
-  ax.axvline(0.1, color="0.7", lw=0.8, ls=":")  # K = 10 independent directions: ΩM ≈ 1/K
+  ax.axvline(1.0 / num_draws, color="0.7", lw=0.8, ls=":")
   ax.legend(loc="upper right", fontsize=8)
-  ax.set_xlabel("ΩM of K test-time draws (1 = identical directions, 0.1 = independent)")
+  ax.set_xlabel(f"ΩM of K = {num_draws} test-time draws (1 = identical directions, "
+                f"{1.0 / num_draws:g} = independent)")
   ax.set_ylabel("accuracy under attack (%)")
   ax.set_title("Does diversity buy robustness? PGD-40 (filled) vs audited (open)")
   ax.set_ylim(-2, 100)

@@ -97,7 +97,7 @@ def main(argv):
             f"{row.get('audited', float('nan')):.1f}", flush=True)
   save()
   figures = [plots.figure_diversity(study.diversity_points(results),
-                                    os.path.join(out, "diversity.png")),
+                                    os.path.join(out, "diversity.png"), base.num_draws),
              plots.figure1({"rows": {f"{row} {name}": r for name, entry in results["configs"].items()
                                      for row, r in entry["rows"].items()}},
                            os.path.join(out, "figure1.png"), base.eps)]
