@@ -94,8 +94,13 @@ def _lambda_m_grid():
 
 
 def _verdict_grid():
-  """The verdict preset's reading at the grid budget: its rows share the preset's models."""
-  return [config("verdict", ["M-S", "M", "BNN"], **cfg.VERDICT_READING, **GRID_BUDGET)]
+  """The verdict preset's candidates: M-S at λM = 10 (where M keeps 97% clean) with the two
+  λS that let M-S learn under the sums; the preset takes the larger one that keeps M-S at
+  97% clean. The configuration at the preset's own λS shares the preset's model folder."""
+  reading = dict(cfg.VERDICT_READING)
+  name = _reading_name(reading["penalty_reduction"], reading["posterior_init"], reading["y_mode"])
+  return [config(f"{name}/lambda_m={reading['lambda_m']:g}/lambda_s={lambda_s:g}", ["M-S"],
+                 **dict(reading, lambda_s=lambda_s), **GRID_BUDGET) for lambda_s in (0.4, 0.04)]
 
 
 def _long_grid():

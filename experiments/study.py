@@ -9,7 +9,7 @@ finished (configuration, row) is skipped and a killed training continues from it
   python -m experiments.study --grid init           # ρ₀ ∈ {−4, −2.5, −2}, printed sums
   python -m experiments.study --grid lambda_s       # λS scaled down, printed sums, ρ₀ = −3
   python -m experiments.study --grid lambda_m       # λM scaled down, printed sums, ρ₀ = −3
-  python -m experiments.study --grid verdict        # the reading of --preset verdict (M-S, M, BNN)
+  python -m experiments.study --grid verdict        # M-S at λM 10, λS 0.4 / 0.04: picks the preset
   python -m experiments.study --grid long           # 60k × 10 epochs: the paper's reading, the verdict's
   python -m experiments.study --grid main --configs sum/-3/loss --seeds 1,2
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
