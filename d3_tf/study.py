@@ -95,8 +95,8 @@ def _lambda_m_grid():
 
 def _verdict_grid():
   """The verdict preset's candidates: M-S at λM = 10 (where M keeps 97% clean) with the two
-  λS that let M-S learn under the sums; the preset takes the larger one that keeps M-S at
-  97% clean. The configuration at the preset's own λS shares the preset's model folder."""
+  λS that let M-S learn under the sums; the preset takes the one closer to 97% clean (neither
+  reached it). The configuration at the preset's own λS shares the preset's model folder."""
   reading = dict(cfg.VERDICT_READING)
   name = _reading_name(reading["penalty_reduction"], reading["posterior_init"], reading["y_mode"])
   return [config(f"{name}/lambda_m={reading['lambda_m']:g}/lambda_s={lambda_s:g}", ["M-S"],
