@@ -280,9 +280,8 @@ VERDICT_READING = dict(penalty_reduction="sum", posterior_init=-3.0, y_mode="los
                        estimator="reparam_conv", lambda_m=10.0, lambda_s=0.04)
 # Table 1 at that reading, at the study's budget (10k images × 3 epochs) and on the cpu
 # preset's protocol (attacks on 1,000 test images, Figures 1-2 on 200, surrogates trained
-# with the same settings),
-# with the full audit column (experiments/common.py): every cell beside the paper's and beside
-# what the adaptive attacks leave of it.
+# with the same settings), with the full audit column (experiments/common.py): every cell
+# beside the paper's and beside what the adaptive attacks leave of it.
 PRESETS[("mnist", "verdict")] = dataclasses.replace(PRESETS[("mnist", "cpu")], n_train=10000,
                                                     epochs=3, **VERDICT_READING)
 # The presets whose table binaries add the audited column unless --noaudit.

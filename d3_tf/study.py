@@ -119,7 +119,8 @@ def _smoke_grid():
 
 
 GRIDS = {"main": _main_grid, "init": _init_grid, "lambda_s": _lambda_s_grid,
-         "lambda_m": _lambda_m_grid, "verdict": _verdict_grid, "long": _long_grid, "smoke": _smoke_grid}
+         "lambda_m": _lambda_m_grid, "verdict": _verdict_grid, "long": _long_grid,
+         "smoke": _smoke_grid}
 SMOKE_BASE = dataclasses.replace(cfg.PRESETS[("mnist", "smoke")], estimator="reparam_conv",
                                  sweep_linf=(), sweep_l2=(), epoch_eval_n=0)
 SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,

@@ -143,8 +143,8 @@ def test_verdict_preset_trains_as_the_study_at_its_reading():
   share model folders with the study's configuration there (long runs, seeds)."""
   from d3_tf import study  # pylint: disable=g-import-not-at-top
   preset = cfg.PRESETS[("mnist", "verdict")]
-  same, = [c.settings(study.BASE) for c in study.grid("verdict")
-           if c.settings(study.BASE).lambda_s == cfg.VERDICT_READING["lambda_s"]]
+  same, = [s for s in (c.settings(study.BASE) for c in study.grid("verdict"))
+           if s.lambda_s == cfg.VERDICT_READING["lambda_s"]]
   assert preset.training_hash() == same.training_hash()
   assert preset.training_hash() != cfg.PRESETS[("mnist", "cpu")].training_hash()
   assert (preset.penalty_reduction, preset.n_train, preset.epochs) == ("sum", 10000, 3)
