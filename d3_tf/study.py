@@ -127,8 +127,9 @@ SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,
                "square_queries": 0, "sanity_n": 8}
 
 
-def grid(name, seeds=(0,), only=None):
-  """The configurations of a grid, once per seed (names get "/seed=s" when s ≠ 0)."""
+def grid(name, seeds=(0,), only=None, rows=None):
+  """The configurations of a grid, once per seed (names get "/seed=s" when s ≠ 0); `only`
+  keeps the named configurations, `rows` those of their rows (e.g. M alone for extra seeds)."""
   if name not in GRIDS:
     raise cfg.ConfigError(f"unknown grid {name!r}; choose from {', '.join(GRIDS)}")
   configs = GRIDS[name]()
@@ -138,6 +139,14 @@ def grid(name, seeds=(0,), only=None):
       raise cfg.ConfigError(f"grid {name} has no configuration {', '.join(unknown)}; it has "
                             + ", ".join(c.name for c in configs))
     configs = [c for c in configs if c.name in only]
+  if rows:
+    unknown = sorted(set(rows) - {r for c in configs for r in c.rows})
+    if unknown:
+      raise cfg.ConfigError(f"no configuration chosen from grid {name} has row "
+                            f"{', '.join(unknown)}")
+    configs = [dataclasses.replace(c, rows=tuple(r for r in c.rows if r in rows))
+               for c in configs]
+    configs = [c for c in configs if c.rows]
   out = []
   for seed in seeds:
     for c in configs:

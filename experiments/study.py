@@ -11,7 +11,7 @@ finished (configuration, row) is skipped and a killed training continues from it
   python -m experiments.study --grid lambda_m       # λM scaled down, printed sums, ρ₀ = −3
   python -m experiments.study --grid verdict        # M-S at λM 10, λS 0.4 / 0.04: picks the preset
   python -m experiments.study --grid long           # 60k × 10 epochs: the paper's reading, the verdict's
-  python -m experiments.study --grid main --configs sum/-3/loss --seeds 1,2
+  python -m experiments.study --grid main --configs sum/-3/loss --rows M --seeds 1,2
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
 """
 import json
@@ -28,6 +28,8 @@ from experiments import common
 _GRID = flags.DEFINE_enum("grid", "main", list(study.GRIDS), "Which grid to run.")
 _CONFIGS = flags.DEFINE_list("configs", None, "Only these configurations of the grid "
                              "(default: all), e.g. sum/-3/loss.")
+_ROWS = flags.DEFINE_list("rows", None, "Only these rows of each chosen configuration "
+                          "(default: all of its rows), e.g. M.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each configuration runs once per seed.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: results/study/<grid>.")
 _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join("results", "models"),
@@ -42,7 +44,8 @@ def main(argv):
   del argv
   from d3_tf import audit, experiment, plots, tables  # pylint: disable=g-import-not-at-top
   smoke = _GRID.value == "smoke"
-  configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value)
+  configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value,
+                       _ROWS.value)
   base = study.SMOKE_BASE if smoke else study.BASE
   protocol = cfg.PRESETS[("mnist", "smoke" if smoke else "cpu")]  # its surrogate sets
   audit_kwargs = dict(study.SMOKE_AUDIT if smoke else study.AUDIT)

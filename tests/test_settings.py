@@ -151,3 +151,17 @@ def test_verdict_preset_trains_as_the_study_at_its_reading():
   long = {c.name: c for c in study.grid("long")}["long/verdict"].settings(study.BASE)
   assert (long.n_train, long.epochs, long.lambda_s) == (0, 10, preset.lambda_s)
   assert "verdict" in cfg.AUDITED_PRESETS
+
+
+def test_study_rows_filter_keeps_the_chosen_rows_and_rejects_unknown_ones():
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  full = study.grid("main", seeds=(1,), only=["sum/-3/loss", "bnn/-3"])
+  only_m = study.grid("main", seeds=(1,), only=["sum/-3/loss", "bnn/-3"], rows=["M"])
+  assert [(c.name, c.rows) for c in full] == [("sum/-3/loss/seed=1", ("M", "M-S")),
+                                              ("bnn/-3/seed=1", ("BNN",))]
+  # the configuration without an M row is dropped; the kept one trains as before
+  assert [(c.name, c.rows) for c in only_m] == [("sum/-3/loss/seed=1", ("M",))]
+  assert (only_m[0].settings(study.BASE).training_hash()
+          == full[0].settings(study.BASE).training_hash())
+  with pytest.raises(cfg.ConfigError, match="has row M-V"):
+    study.grid("main", only=["sum/-3/loss"], rows=["M-V"])
