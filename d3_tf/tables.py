@@ -123,9 +123,12 @@ def table_markdown(results, published, title, clean_reference=None):
       cells.append(_fmt(row.get("audited")))
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if audited:
+    n_audit = next((row["audit"].get("n") for row in results["rows"].values()
+                    if isinstance(row.get("audit"), dict)), None)
     lines += ["", "Audited: per-example worst case over EOT-PGD, APGD-CE/DLR with EOT "
-              "(AutoAttack), Square and transfer attacks on the first test images "
-              "(experiments.audit; details in results.json)."]
+              "(AutoAttack), Square and transfer attacks on the first "
+              + (f"{n_audit} " if n_audit else "") +
+              "test images (experiments.audit; details in results.json)."]
   bb = results.get("blackbox_sets")
   if bb:
     lines += ["", "Black-box: PGD examples transferred from locally trained conventional "

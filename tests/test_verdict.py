@@ -75,3 +75,17 @@ def test_binary_writes_table_and_figure(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   lines = [l for l in (empty.stdout + empty.stderr).splitlines() if l.strip()]
   assert empty.returncode != 0 and len(lines) == 1 and "no study results" in lines[0]
+
+
+def test_table_note_gives_the_audited_image_count():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from d3_tf import paper, settings, tables  # pylint: disable=g-import-not-at-top
+  s = dataclasses.asdict(settings.PRESETS[("mnist", "cpu")])
+  row = {"clean": 97.0, "fgsm": 50.0, "pgd": 10.0, "blackbox": 40.0, "n_eval": 1000}
+  results = {"preset": "cpu", "settings": s,
+             "rows": {"M": dict(row, audited=0.5, audit={"n": 200}), "BNN": row}}
+  text = tables.table_markdown(results, paper.TABLE1, "Table 1")
+  assert "attacks on the first 200 test images" in text
+  assert "| M |" in text and text.count("| 0.5 |") == 1
+  del results["rows"]["M"]["audit"]
+  assert "attacks on the first test images" in tables.table_markdown(results, paper.TABLE1, "T")
