@@ -2,8 +2,9 @@
 
 Trains and evaluates a grid of configurations (d3_tf/study.py) for rows of Table 1 on real
 MNIST, on the protocol of the committed --preset cpu table, and writes
-results/study/<grid>/{results.json,study.md,diversity.png}. Resumable like the tables: a
-finished (configuration, row) is skipped and a killed training continues from its last epoch.
+results/study/<grid>/{results.json,study.md,diversity.png,figure1.png} after every row.
+Resumable like the tables: a finished (configuration, row) is skipped and a killed training
+continues from its last epoch.
 
   python -m experiments.study --grid main           # {sum, mean} × ρ₀ {−5, −3} × {loss, true_logit}
   python -m experiments.study --grid init           # ρ₀ ∈ {−4, −2.5, −2}, printed sums
@@ -60,9 +61,15 @@ def main(argv):
   t0, wall0 = time.time(), results["wall_seconds"]
 
   def save():
+    """results.json, study.md and the figures after every row: a stopped grid loses nothing."""
     results["wall_seconds"] = wall0 + time.time() - t0
     store.atomic_write(path, json.dumps(results, indent=1))
     store.atomic_write(os.path.join(out, "study.md"), study.markdown(results))
+    rows = {f"{row} {name}": r for name, entry in results["configs"].items()
+            for row, r in entry["rows"].items()}
+    return [plots.figure_diversity(study.diversity_points(results),
+                                   os.path.join(out, "diversity.png"), base.num_draws),
+            plots.figure1({"rows": rows}, os.path.join(out, "figure1.png"), base.eps)]
 
   sets = None
   for c in configs:
@@ -98,12 +105,7 @@ def main(argv):
       save()
       print(f"{c.name} {name}: clean {row['clean']:.1f}, PGD {row['pgd']:.1f}, audited "
             f"{row.get('audited', float('nan')):.1f}", flush=True)
-  save()
-  figures = [plots.figure_diversity(study.diversity_points(results),
-                                    os.path.join(out, "diversity.png"), base.num_draws),
-             plots.figure1({"rows": {f"{row} {name}": r for name, entry in results["configs"].items()
-                                     for row, r in entry["rows"].items()}},
-                           os.path.join(out, "figure1.png"), base.eps)]
+  figures = save()
   print(study.markdown(results))
   print(f"results: {path}" + "".join(f", {f}" for f in figures if f))
 
