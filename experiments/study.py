@@ -11,7 +11,8 @@ continues from its last epoch.
   python -m experiments.study --grid lambda_s       # λS scaled down, printed sums, ρ₀ = −3
   python -m experiments.study --grid lambda_m       # λM scaled down, printed sums, ρ₀ = −3
   python -m experiments.study --grid verdict        # M-S at λM 10, λS 0.4 / 0.04: picks the preset
-  python -m experiments.study --grid long           # 60k × 10 epochs: the paper's reading, the verdict's
+  python -m experiments.study --grid long --keep_models   # 60k × 10 epochs: the paper's reading,
+                                                          # the verdict's; models kept beside the results
   python -m experiments.study --grid main --configs sum/-3/loss --rows M --seeds 1,2
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
 """
@@ -35,6 +36,11 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each configuration runs once 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: results/study/<grid>.")
 _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join("results", "models"),
                                   "Trained models (shared with the table binaries).")
+_KEEP_MODELS = flags.DEFINE_bool(
+    "keep_models", False, "Keep the grid's own rows (epoch checkpoint, final weights, logs; "
+    "not TensorBoard) in <output_dir>/models instead of --models_dir, to be committed with "
+    "the results: a fresh checkout then resumes an unfinished row from its last epoch. The "
+    "surrogates and black-box sets stay in --models_dir.")
 _AUDIT = flags.DEFINE_bool("audit", True, "Audit every row (EOT-PGD, APGD-CE/DLR, transfer).")
 _DIVERSITY_N = flags.DEFINE_integer("diversity_n", 200, "Test images of the ΩM/ΩS measurement.")
 common.validate("seeds", common.int_list(0))
@@ -71,6 +77,7 @@ def main(argv):
                                    os.path.join(out, "diversity.png"), base.num_draws),
             plots.figure1({"rows": rows}, os.path.join(out, "figure1.png"), base.eps)]
 
+  rows_dir = os.path.join(out, "models") if _KEEP_MODELS.value else _MODELS_DIR.value
   sets = None
   for c in configs:
     s = c.settings(base)
@@ -80,8 +87,8 @@ def main(argv):
     if not pending:
       print(f"{c.name}: already done, skipped")
       continue
-    runner = experiment.Runner(s, _MODELS_DIR.value,
-                               (x[:s.n_train or None], y[:s.n_train or None]), (xt, yt))
+    runner = experiment.Runner(s, rows_dir, (x[:s.n_train or None], y[:s.n_train or None]),
+                               (xt, yt))
     for name in pending:
       method = cfg.parse_method(name, "mnist")
       print(f"{c.name} {name}: training / loading", flush=True)

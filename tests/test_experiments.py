@@ -264,3 +264,22 @@ def test_study_smoke_grid_end_to_end_and_resume(tmp_path):
   again = run_binary("study", *args, cwd=tmp_path)
   assert again.returncode == 0 and again.stdout.count("already done, skipped") == 2
   assert json.load(open(tmp_path / "out" / "results.json"))["configs"] == results["configs"]
+
+
+def test_study_keep_models_keeps_the_rows_beside_the_results_and_resumes_from_them(tmp_path):
+  """--keep_models: the grid's rows under <output_dir>/models (committed with the results),
+  the surrogates in --models_dir; a checkout with only the output folder loads the row."""
+  args = ("--grid", "smoke", "--configs", "mean/-5/loss", "--output_dir", "out",
+          "--models_dir", "models", "--keep_models", "--noaudit")
+  proc = run_binary("study", *args, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert len(list((tmp_path / "out" / "models").glob("mnist-*/M/final/weights.index"))) == 1
+  assert not list((tmp_path / "models").glob("*/M"))
+  assert list((tmp_path / "models").glob("*/madry_natural/final/weights.index"))
+  results = json.load(open(tmp_path / "out" / "results.json"))
+  del results["configs"]["mean/-5/loss"]["rows"]["M"]  # evaluate it again: loaded, not trained
+  json.dump(results, open(tmp_path / "out" / "results.json", "w"))
+  again = run_binary("study", *args, cwd=tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "M: trained model found, loaded" in again.stdout
+  assert "row M: training" not in again.stdout
