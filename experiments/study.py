@@ -97,6 +97,9 @@ def main(argv):
         sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
                                                                y[:protocol.n_train or None]),
                                  (xt, yt)).blackbox_sets()
+        # Which surrogates made them: they are retrained where --models_dir lacks them.
+        sources = {source: {k: meta[k] for k in ("source_fingerprint", "source_clean_accuracy")}
+                   for source, (_, _, meta) in sets.items()}
       t_eval = time.time()  # the row's own evaluation, not the one-off black-box sets
       row = runner.evaluate(method, sets)
       if _AUDIT.value:
@@ -107,7 +110,7 @@ def main(argv):
       row.update(study.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
       row["eval_seconds"] = time.time() - t_eval
       row["provenance"] = {"git_commit": results["git_commit"], "command": results["command"],
-                           "seed": s.seed}
+                           "seed": s.seed, "blackbox_sets": sources}
       entry["rows"][name] = row
       save()
       print(f"{c.name} {name}: clean {row['clean']:.1f}, PGD {row['pgd']:.1f}, audited "

@@ -257,6 +257,9 @@ def test_study_smoke_grid_end_to_end_and_resume(tmp_path):
       assert 0 < row["diversity"]["omega_m"] <= 1 + 1e-6
       assert row["eval_seconds"] > 0
       assert row["provenance"]["seed"] == 0 and row["provenance"]["git_commit"]
+      sources = row["provenance"]["blackbox_sets"]
+      assert set(sources) == {"madry_natural", "madry_adversarial"}
+      assert all(len(v["source_fingerprint"]) == 32 for v in sources.values())
   assert entry["overrides"]["penalty_reduction"] == "mean"
   assert (tmp_path / "out" / "diversity.png").exists()
   assert set(results["configs"]["sum/-5/loss"]["rows"]["M"]["epochs"]) == {"1"}  # Figure 1 log
