@@ -46,22 +46,27 @@ def test_vectorized_step_equals_loop(arch, y_mode):
   noise = vectorized.kernel_noise(loop.head, 4, seed=7)
   out = {}
   spec = [tf.TensorSpec([None] + x.shape.as_list()[1:]), tf.TensorSpec([None], y.dtype)]
-  for name, model in (("loop", loop), ("vec", vec)):
+  for name, model, draws in (("loop", loop, noise), ("vec", vec, noise),
+                             ("other draws", vec, vectorized.kernel_noise(loop.head, 4, seed=8))):
     # graph mode with an unknown batch size: vectorized_map inside double backprop
     @tf.function(input_signature=spec)
-    def step(x, y, model=model):
+    def step(x, y, model=model, draws=draws):
       with tf.GradientTape() as tape:
-        terms = model.compute_terms(x, y, training=True, noise=noise)
+        terms = model.compute_terms(x, y, training=True, noise=draws)
       return terms, tape.gradient(terms["loss"], model.trainable_variables)
     out[name] = step(x, y)
   (ta, ga), (tb, gb) = out["loop"], out["vec"]
   for key in ("loss", "ce", "kl", "omega_m", "omega_v", "omega_s", "logits"):
     np.testing.assert_allclose(ta[key], tb[key], rtol=1e-5, atol=1e-5, err_msg=key)
-  ga, gb = _flat(ga), _flat(gb)
+  ga, gb, g_other = _flat(ga), _flat(gb), _flat(out["other draws"][1])
   assert float(tf.norm(ga)) > 0
-  # relative to the whole gradient: conv biases in front of batch norm have a true
-  # gradient of exactly 0, so their own relative error is rounding noise.
-  assert float(tf.reduce_max(tf.abs(ga - gb)) / tf.reduce_max(tf.abs(ga))) <= 1e-5
+  # Relative to the whole gradient: conv biases in front of batch norm have a true gradient
+  # of exactly 0, so their own relative error is rounding noise. The bound is float32
+  # rounding of double backprop, whose summation order oneDNN picks per CPU (1.1e-5 was
+  # measured on an AVX-512 Xeon, below 1e-5 elsewhere); other draws move it by O(1).
+  relative = lambda g: float(tf.reduce_max(tf.abs(ga - g)) / tf.reduce_max(tf.abs(ga)))
+  assert relative(gb) <= 5e-5
+  assert relative(g_other) > 1e-2
   # the draws really differ (else the test could not tell draws apart)
   logits = loop.draw_logits(x, noise=noise)
   assert float(tf.reduce_max(tf.abs(logits[0] - logits[1]))) > 1e-3
