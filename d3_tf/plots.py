@@ -39,12 +39,17 @@ def figure1(results, path, eps):
   rows = {n: r["epochs"] for n, r in results["rows"].items() if r.get("epochs")}
   if not rows:
     return None
+  # "M-S" (a table's row) or "M-S <configuration>" (a study's): colour by row, line by
+  # configuration, so that one row of two configurations stays two lines apart.
+  configs = list(dict.fromkeys(name.partition(" ")[2] for name in rows))
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, key, label in ((axes[0], "fgsm", "FGSM"), (axes[1], "pgd", "PGD")):
     for name, epochs in rows.items():
       xs = sorted(int(e) for e in epochs)
-      colour, marker = style(name.split()[0])  # "M-S" or "M-S <configuration>"
-      ax.plot(xs, [epochs[str(e)][key] for e in xs], color=colour, marker=marker, label=name)
+      row, _, config = name.partition(" ")
+      colour, marker = style(row)
+      ax.plot(xs, [epochs[str(e)][key] for e in xs], color=colour, marker=marker, label=name,
+              linestyle=("-", "--", ":", "-.")[configs.index(config) % 4])
     all_epochs = sorted({int(e) for epochs in rows.values() for e in epochs})
     if len(all_epochs) <= 20:
       ax.set_xticks(all_epochs)

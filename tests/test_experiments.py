@@ -286,3 +286,18 @@ def test_study_keep_models_keeps_the_rows_beside_the_results_and_resumes_from_th
   assert again.returncode == 0, again.stderr[-3000:]
   assert "M: trained model found, loaded" in again.stdout
   assert "row M: training" not in again.stdout
+
+
+def test_figure1_keeps_one_row_of_two_configurations_apart(monkeypatch, tmp_path):
+  """Colour by row, line style by configuration (the study's long grid has M-S twice)."""
+  from d3_tf import plots  # pylint: disable=g-import-not-at-top
+  figures = []
+  monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+  epochs = {"1": {"fgsm": 50.0, "pgd": 10.0}, "2": {"fgsm": 40.0, "pgd": 5.0}}
+  rows = {name: {"epochs": epochs} for name in ("M-S paper", "M-S verdict", "M paper")}
+  plots.figure1({"rows": rows}, str(tmp_path / "figure1.png"), 0.3)
+  lines = {line.get_label(): line for line in figures[0].axes[1].get_lines()}
+  assert lines["M-S paper"].get_color() == lines["M-S verdict"].get_color()
+  assert lines["M-S paper"].get_color() != lines["M paper"].get_color()
+  assert lines["M-S paper"].get_linestyle() != lines["M-S verdict"].get_linestyle()
+  assert lines["M-S paper"].get_linestyle() == lines["M paper"].get_linestyle()
