@@ -65,6 +65,14 @@ def best_per_claim(agg, clean_min=97.0):
   return best
 
 
+def cost(all_entries):
+  """{"cells", "train_seconds", "eval_seconds"}: how many trained (configuration, row, seed)
+  cells the entries hold and the seconds their rows record (table rows record only training)."""
+  return {"cells": len(all_entries),
+          "train_seconds": sum(r.get("train_seconds") or 0.0 for *_, r in all_entries),
+          "eval_seconds": sum(r.get("eval_seconds") or 0.0 for *_, r in all_entries)}
+
+
 def fmt(stat, digits=1):
   """'12.3' for one run, '12.3 ± 1.2 (3)' over seeds, '—' when missing."""
   if not stat:
@@ -89,8 +97,9 @@ def _claims(agg, clean_min):
   return lines
 
 
-def markdown(agg, clean_min=97.0, clean_near=90.0):
-  """The claims table at ``clean_min`` and at ``clean_near``, then every configuration."""
+def markdown(agg, clean_min=97.0, clean_near=90.0, spent=None):
+  """The claims table at ``clean_min`` and at ``clean_near``, then every configuration and,
+  given ``spent`` (from ``cost``), what the cells cost."""
   lines = ["# Verdict: the paper's white-box claims against every configuration run", "",
            f"For each row whose PGD accuracy Table 1 reports: the best PGD-40 accuracy (ε = 0.3) "
            f"that any configuration reached with at least {clean_min:g}% clean accuracy, what the "
@@ -108,6 +117,12 @@ def markdown(agg, clean_min=97.0, clean_near=90.0):
   for (source, config, row), a in sorted(agg.items()):
     lines.append(f"| {source} | {config} | {row} | {','.join(map(str, a['seeds']))} | "
                  + " | ".join(fmt(a[m]) for m in METRICS) + f" | {fmt(a['omega_m'], 3)} |")
+  if spent:
+    lines += ["", f"{spent['cells']} trained (configuration, row, seed) cells; their rows record "
+              f"{spent['train_seconds'] / 3600:.1f} h of training and "
+              f"{spent['eval_seconds'] / 3600:.1f} h of evaluation, audit and measurements "
+              "(table rows record training only), each on one core. Surrogates, black-box sets "
+              "and runs lost before a checkpoint are not counted."]
   return "\n".join(lines) + "\n"
 
 

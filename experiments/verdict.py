@@ -48,7 +48,7 @@ def main(argv):
   agg = verdict.aggregate(found)
   out = _OUTPUT_DIR.value or os.path.join(_STUDY_DIR.value, "verdict")
   os.makedirs(out, exist_ok=True)
-  text = verdict.markdown(agg, _CLEAN_MIN.value, _CLEAN_NEAR.value)
+  text = verdict.markdown(agg, _CLEAN_MIN.value, _CLEAN_NEAR.value, verdict.cost(found))
   store.atomic_write(os.path.join(out, "verdict.md"), text)
   figure = plots.figure_diversity(verdict.diversity_points(agg),
                                   os.path.join(out, "verdict.png"))

@@ -56,6 +56,20 @@ def test_best_claim_respects_the_clean_threshold():
   assert "best PGD (clean ≥ 90%)" not in verdict.markdown(agg, clean_near=97.0)
 
 
+def test_cost_sums_the_seconds_each_cell_records():
+  grid = _grid()
+  grid["configs"]["sum/-3/loss"]["rows"]["M"].update(train_seconds=100.0, eval_seconds=30.0)
+  grid["configs"]["mean/-5/loss"]["rows"]["BNN"].update(train_seconds=50.0)
+  table = {"preset": "cpu", "settings": {"seed": 0},
+           "rows": {"M-V": dict(_row(98.0, 3.0), train_seconds=3600.0)}}
+  found = verdict.entries("main", grid) + verdict.entries("cpu", table)
+  spent = verdict.cost(found)
+  assert spent == {"cells": 6, "train_seconds": 3750.0, "eval_seconds": 30.0}
+  text = verdict.markdown(verdict.aggregate(found), spent=spent)
+  assert "6 trained (configuration, row, seed) cells" in text and "1.0 h of training" in text
+  assert "trained (configuration" not in verdict.markdown(verdict.aggregate(found))
+
+
 def test_table_runs_count_as_one_configuration():
   table = {"preset": "cpu", "settings": {"seed": 0}, "rows": {"M-V": _row(98.0, 3.0)}}
   agg = verdict.aggregate(verdict.entries("cpu", table))
