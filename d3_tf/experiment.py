@@ -151,18 +151,22 @@ class Runner:
     model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
 
   def _fit(self, model, name, x, y, epochs, callbacks=()):
-    """Keras fit with per-epoch backup (resume), CSV and TensorBoard logs; final weights."""
+    """Keras fit with per-epoch backup (resume), CSV and TensorBoard logs; final weights.
+
+    ``callbacks`` (the per-epoch attack log) run before the backup marks an epoch done: a run
+    killed while they write repeats that epoch instead of losing its record.
+    """
     folder = self.row_dir(name)
     os.makedirs(folder, exist_ok=True)
     logs = distribute.writable(folder)  # other workers log to a scratch folder
     model.fit(
         data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs,
         verbose=progress.keras_verbose(),
-        callbacks=[tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
+        callbacks=[*callbacks,
+                   tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
                    TrainClock(os.path.join(folder, "train_time.json"), len(x)),
                    tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
-                   tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard")),
-                   *callbacks])
+                   tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"))])
     self._save(model, name)
     return model
 

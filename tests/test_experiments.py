@@ -182,25 +182,41 @@ def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small, monkeyp
   settings = experiment.Settings(n_train=128, n_eval=8, epochs=3, batch_size=64, num_draws=2)
   runner = experiment.Runner(settings, str(tmp_path), (x[:128], y[:128]), (xt, yt), log=print)
   method = experiment.parse_method("M", "mnist")
+  history = runner.row_dir("M") + "/epochs.json"
+
+  def attack_log():
+    return experiment.EpochAttackLog(xt[:4], yt[:4], 0.3, 0.01, 2, history)
 
   class Crash(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
       if epoch == 1:
-        raise KeyboardInterrupt("simulated kill after epoch 2")
+        raise KeyboardInterrupt("simulated kill while epoch 2's records are written")
 
   model = runner.build(method, 128)
   with pytest.raises(KeyboardInterrupt):
-    runner._fit(model, "M", x[:128], y[:128], 3, [Crash()])  # pylint: disable=protected-access
+    runner._fit(model, "M", x[:128], y[:128], 3,  # pylint: disable=protected-access
+                [attack_log(), Crash()])
+  assert set(json.load(open(history))) == {"1", "2"}
   log = runner.row_dir("M") + "/log.csv"
-  # header + epochs 0 and 1: both were logged and backed up before the "kill"
-  assert len(open(log).read().strip().splitlines()) == 1 + 2
+  # header + epoch 0: epoch 1 was killed before its backup, so neither it nor its logs count
+  assert len(open(log).read().strip().splitlines()) == 1 + 1
   timing = runner.row_dir("M") + "/train_time.json"
-  assert json.load(open(timing)) == {"seconds": 2, "epochs": 2, "n": 128}  # 1 + 1 reading
+  assert json.load(open(timing)) == {"seconds": 1, "epochs": 1, "n": 128}  # 1 reading
+
+  class Seen(tf_keras.callbacks.Callback):
+    epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+      self.epochs.append(epoch)
+
   model = runner.build(method, 128)
-  runner._fit(model, "M", x[:128], y[:128], 3)  # pylint: disable=protected-access
+  runner._fit(model, "M", x[:128], y[:128], 3,  # pylint: disable=protected-access
+              [attack_log(), Seen()])
+  assert Seen.epochs == [1, 2]  # resumed from the backup of epoch 0, epoch 1 repeated
   epochs = [int(l.split(",")[0]) for l in open(log).read().strip().splitlines()[1:]]
-  assert epochs == [0, 1, 2]  # epochs 0-1 not repeated: resumed from the backup
-  assert json.load(open(timing))["seconds"] == 2 + 1  # the resumed epoch adds to the first run
+  assert epochs == [0, 1, 2]  # each epoch logged once
+  assert set(json.load(open(history))) == {"1", "2", "3"}  # no epoch of Figure 1 lost
+  assert json.load(open(timing))["seconds"] == 1 + 2  # the resumed epochs add to the first run
   assert os.path.exists(runner.row_dir("M") + "/final/weights.index")
 
 
