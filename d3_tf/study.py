@@ -182,6 +182,17 @@ def gradient_stats(estimator, x, y, batch_size=200):
           "median_logit_margin": float(np.median(np.concatenate(margins)))}
 
 
+def merge_rows(results, on_disk):
+  """Adds to ``results`` the rows ``on_disk`` has and it lacks: another process running rows
+  of the same grid may have written them since this one read results.json. Rows of this
+  process win; returns ``results``."""
+  for name, entry in (on_disk or {}).get("configs", {}).items():
+    mine = results["configs"].setdefault(name, {"overrides": entry["overrides"], "rows": {}})
+    for row, r in entry["rows"].items():
+      mine["rows"].setdefault(row, r)
+  return results
+
+
 def markdown(results):
   """One line per configuration and row: the paper's columns, the audit and the mechanism."""
   lines = [f"# Verdict study — grid `{results['grid']}`", "",

@@ -165,3 +165,18 @@ def test_study_rows_filter_keeps_the_chosen_rows_and_rejects_unknown_ones():
           == full[0].settings(study.BASE).training_hash())
   with pytest.raises(cfg.ConfigError, match="has row M-V"):
     study.grid("main", only=["sum/-3/loss"], rows=["M-V"])
+
+
+def test_study_save_keeps_rows_another_process_wrote_to_the_same_grid():
+  """Two processes on the rows of one grid: each read results.json when it started; the one
+  that saves last must keep what the other wrote meanwhile, and its own rows win."""
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  mine = {"configs": {"long/verdict": {"overrides": {}, "rows": {"M": {"pgd": 5.5}}}}}
+  on_disk = {"configs": {"long/verdict": {"overrides": {}, "rows": {"BNN": {"pgd": 0.0},
+                                                                    "M": {"pgd": 99.0}}},
+                         "long/sum/-5/loss": {"overrides": {"seed": 0},
+                                              "rows": {"M-S": {"pgd": 1.0}}}}}
+  merged = study.merge_rows(mine, on_disk)
+  assert merged["configs"]["long/verdict"]["rows"] == {"M": {"pgd": 5.5}, "BNN": {"pgd": 0.0}}
+  assert merged["configs"]["long/sum/-5/loss"] == on_disk["configs"]["long/sum/-5/loss"]
+  assert study.merge_rows({"configs": {}}, None) == {"configs": {}}
