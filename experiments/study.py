@@ -64,16 +64,17 @@ def main(argv):
   results = store.read_json(path) or {"grid": _GRID.value, "configs": {}, "wall_seconds": 0.0}
   results.update(audit=audit_kwargs, versions=tables.versions(), git_commit=tables.git_commit(),
                  command=" ".join(["python -m experiments.study"] + sys.argv[1:]))
-  clock = {"saved": time.time()}
+  saved = time.time()
 
   def save():
     """results.json, study.md and the figures after every row: a stopped grid loses nothing,
     and rows another process wrote to the same grid meanwhile are kept."""
+    nonlocal saved
     on_disk = store.read_json(path) or {"wall_seconds": 0.0}
     study.merge_rows(results, on_disk)
     now = time.time()  # each process adds its own seconds since its last save
-    results["wall_seconds"] = on_disk["wall_seconds"] + now - clock["saved"]
-    clock["saved"] = now
+    results["wall_seconds"] = on_disk["wall_seconds"] + now - saved
+    saved = now
     store.atomic_write(path, json.dumps(results, indent=1))
     store.atomic_write(os.path.join(out, "study.md"), study.markdown(results))
     rows = {f"{row} {name}": r for name, entry in results["configs"].items()
