@@ -284,6 +284,8 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
       obfuscation check); whitebox defaults to the cascade's plain PGD numbers.
     draws_mode: "loop" or "vectorized" K draws in every attack (default: the model's).
   """
+  if not model.bayesian:  # one draw: R samples would average R copies of the same gradient
+    eot, apgd_eot = (1,), 1
   est = attacks.classifier(model, draws_mode=draws_mode)
   cascade = Cascade(est, x, y, log=log, every_example=every_example)
   log(f"audit: clean accuracy {cascade.clean:.1f}% on {len(x)} images, ε={eps} ({norm})")

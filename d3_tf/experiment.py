@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from d3_tf import advsets, attacks, data, distribute, progress, training
+from d3_tf import adversarial, advsets, attacks, data, distribute, progress, training
 from d3_tf.store import atomic_write, read_json  # noqa: F401  (re-exported)
 # The settings of a table run live in the TensorFlow-free d3_tf.settings (binaries validate
 # them before TensorFlow starts); re-exported here.
@@ -112,6 +112,16 @@ class Runner:
   def warm_started(self, method):
     return bool(self.s.warm_start_lr) and method.bayesian
 
+  def adversary(self, method, n_train, epochs=None):
+    """The PGD training of an Adv row (None for the others): ε ramped up over
+    ``adv_warmup_epochs`` unless the row starts from a trained (robust) model."""
+    if not method.adversarial:
+      return None
+    s = self.s
+    warmup = 0 if self.warm_started(method) else int(round(
+        s.adv_warmup_epochs * -(-n_train // s.batch_size)))
+    return adversarial.PGDTraining(s.eps, s.adv_iters, warmup)
+
   def build(self, method, n_train):
     s = self.s
     lam = {p: getattr(s, f"lambda_{p}") if p in method.penalties else 0.0 for p in "mvs"}
@@ -126,7 +136,7 @@ class Runner:
           lambda_s=lam["s"], variance_variant=s.variance_variant, y_mode=s.y_mode,
           n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction,
           draws_mode=s.draws_mode, norm_floor=s.norm_floor,
-          penalty_examples=s.penalty_examples)
+          penalty_examples=s.penalty_examples, adversarial=self.adversary(method, n_train))
       model.compile(optimizer=self.optimizer(
           s.warm_start_lr if self.warm_started(method) else s.learning_rate,
           self.epochs(method), n_train))
@@ -185,8 +195,10 @@ class Runner:
       x, y = advsets.append(x, y, xa, ya)
     model = self.build(method, n_train=len(x))
     if self.warm_started(method):  # a resumed run then restores its own last epoch
-      training.warm_start(model, self.conventional())
-      self.log(f"row {method.name}: starts from the trained {CONVENTIONAL[self.s.dataset]} row")
+      source = self.conventional(method.adversarial)
+      training.warm_start(model, source)
+      self.log(f"row {method.name}: starts from the trained "
+               f"{'Adv-CNN' if method.adversarial else CONVENTIONAL[self.s.dataset]} row")
     epochs = self.epochs(method)
     callbacks = []
     if self.s.epoch_eval_n:
@@ -195,17 +207,22 @@ class Runner:
                                       self.s.epoch_eval_pgd_iters,
                                       os.path.join(self.row_dir(method.name), "epochs.json"),
                                       self.s.eval_draws()))
+    adv = model.adversarial
     self.log(f"row {method.name}: training on {len(x)} images for "
              f"{progress.count(epochs, 'epoch')} "
-             f"(K={model.num_draws}, penalties={method.penalties or 'none'})")
+             f"(K={model.num_draws}, penalties={method.penalties or 'none'}"
+             + (f", PGD-{adv.steps} adversarial training at ε={adv.eps}, ramped over "
+                f"{adv.warmup_steps} steps" if adv else "") + ")")
     return self._fit(model, method.name, x, y, epochs, callbacks)
 
   def classifier(self, model):
     """The ART classifier that attacks and evaluates ``model`` (settings' eval draws)."""
     return attacks.classifier(model, draws_mode=self.s.eval_draws())
 
-  def conventional(self):
-    return self.train(parse_method(CONVENTIONAL[self.s.dataset], self.s.dataset))
+  def conventional(self, adversarial_training=False):
+    """The trained conventional row (the Adv-CNN with ``adversarial_training``)."""
+    name = "Adv-CNN" if adversarial_training else CONVENTIONAL[self.s.dataset]
+    return self.train(parse_method(name, self.s.dataset))
 
   # ------------------------------------------------------- adversarial sets
   def offline_set(self):
@@ -226,19 +243,25 @@ class Runner:
       specs = [("madry_natural", "madry_mnist", False), ("madry_adversarial", "madry_mnist", True)]
     else:
       specs = [("vgg16_natural", "vgg16", False)]
-    for name, arch, adversarial in specs:
+    for name, arch, adv in specs:
+      warmup = adv and s.surrogate_adv_mode == "warmup"  # d3_tf.adversarial, ε ramped up
+      epochs = s.surrogate_adv_epochs or s.surrogate_epochs if warmup else s.surrogate_epochs
       tf_keras.utils.set_random_seed(s.seed + 1000 + len(out))
       with self.strategy.scope():
+        adversary = adversarial.PGDTraining(s.eps, s.adv_iters, int(round(
+            s.adv_warmup_epochs * -(-len(self.x) // s.batch_size)))) if warmup else None
         model = training.build(arch, bayesian=False, seed=s.seed + 1000 + len(out),
-                               arch_kwargs={"width": s.width} if arch == "vgg16" else None)
-        model.compile(optimizer=self.optimizer(s.learning_rate, s.surrogate_epochs, len(self.x)))
+                               arch_kwargs={"width": s.width} if arch == "vgg16" else None,
+                               adversarial=adversary)
+        model.compile(optimizer=self.optimizer(s.learning_rate, epochs, len(self.x)))
       if self.is_trained(name):
         model = self._load(model, name)
-      elif adversarial:
+      elif adv and not warmup:
         model = self._adversarial_fit(model, name)
       else:
-        self.log(f"surrogate {name}: training")
-        model = self._fit(model, name, self.x, self.y, s.surrogate_epochs)
+        self.log(f"surrogate {name}: training for {progress.count(epochs, 'epoch')}"
+                 + (f" on PGD-{s.adv_iters} examples (ε ramped up)" if warmup else ""))
+        model = self._fit(model, name, self.x, self.y, epochs)
       out[name] = model
     return out
 

@@ -3,7 +3,9 @@
 A *method* is a row of Tables 1-3 in the paper's shorthand (Sec. 5.1): "CNN" /
 "VGG16" conventional, "BNN" / "BVGG16" Bayesian with the plain ELBO, letters
 M, V, S for the penalties of Eq. (14), (17), (18), and "-Off" for offline
-adversarial training (Sec. 4.6).
+adversarial training (Sec. 4.6). "Adv-CNN" and "Adv-BNN" are reference rows the paper quotes
+from Liu et al. (2019), trained here: PGD adversarial training (Madry et al. 2018) of the
+conventional net and of the plain BNN (``d3_tf.adversarial``).
 
 This module imports nothing heavy, so that the binaries can check every flag
 and print one line for a bad value before TensorFlow starts.
@@ -18,7 +20,8 @@ ENUMS = {"dataset": ("mnist", "cifar10"), "arch": ("mnist_cnn", "vgg16"),
          "variance_variant": ("v1", "v2", "v3"), "y_mode": ("loss", "true_logit", "all_logits"),
          "penalty_reduction": ("sum", "mean"), "draws_mode": ("loop", "vectorized"),
          "estimator": ("flipout", "reparameterization", "reparam_conv"),
-         "eval_draws_mode": ("auto", "loop", "vectorized"), "lr_schedule": ("constant", "cosine")}
+         "eval_draws_mode": ("auto", "loop", "vectorized"), "lr_schedule": ("constant", "cosine"),
+         "surrogate_adv_mode": ("art", "warmup")}
 # The faster exact draws mode for attacks and evaluation, by architecture, measured with
 # benchmarks.train_step on 2 CPU cores (docs/performance.md). Both modes sample the same
 # per-example posterior; "auto" picks this one.
@@ -30,6 +33,10 @@ TABLE_ROWS = {
     "cifar10": ("VGG16", "BVGG16", "BVGG16-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off",
                 "M-V-S-Off"),
 }
+# Rows that are not in the paper's Tables 1-2 (Table 3 quotes them from Liu et al. 2019):
+# trained here with PGD adversarial training, as robust references under the same columns.
+EXTRA_ROWS = ("Adv-CNN", "Adv-BNN")
+ALL_ROWS = {dataset: rows + EXTRA_ROWS for dataset, rows in TABLE_ROWS.items()}
 # Fields that change what a trained model is: part of the model folder's hash.
 TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size", "num_draws",
                    "learning_rate", "lambda_m", "lambda_v", "lambda_s", "variance_variant",
@@ -39,7 +46,8 @@ TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size"
 # Training fields added later: they enter the hash only when set away from their default,
 # so models trained before they existed keep their folders (and finished tables stay done).
 LATER_TRAINING_FIELDS = ("posterior_init", "norm_floor", "penalty_examples", "lr_schedule",
-                         "conventional_epochs", "warm_start_lr")
+                         "conventional_epochs", "warm_start_lr", "adv_iters", "adv_warmup_epochs",
+                         "surrogate_adv_mode", "surrogate_adv_epochs")
 
 
 class ConfigError(ValueError):
@@ -89,6 +97,11 @@ class Settings:
   conventional_epochs: int = 0  # epochs of the conventional row (0 = epochs)
   warm_start_lr: float = 0.0    # > 0: Bayesian rows start from the trained conventional row
                                 # (trunk, posterior means of the head) and train at this rate
+  adv_iters: int = 10           # PGD steps inside each adversarial training step (Adv rows)
+  adv_warmup_epochs: float = 1.0  # ε ramps from 0 over this many epochs (from-scratch training)
+  surrogate_adv_mode: str = "art"  # adversarial surrogate: "art" (ART's Madry trainer, no
+                                # ε ramp: the committed presets) or "warmup" (d3_tf.adversarial)
+  surrogate_adv_epochs: int = 0  # epochs of the adversarial surrogate (0 = surrogate_epochs)
 
   @classmethod
   def from_dict(cls, d):
@@ -122,18 +135,20 @@ class Method:
   bayesian: bool
   penalties: str    # subset of "mvs"
   off: bool
+  adversarial: bool = False  # PGD adversarial training (Adv-CNN, Adv-BNN)
 
 
 def parse_method(name, dataset):
-  """Parses the paper's shorthand ("M-V-S-Off", "BNN", "VGG16", ...) for a dataset."""
-  valid = TABLE_ROWS[dataset]
+  """Parses the paper's shorthand ("M-V-S-Off", "BNN", "VGG16", "Adv-CNN", ...) for a dataset."""
+  valid = ALL_ROWS[dataset]
   if name not in valid:
     raise ConfigError(f"unknown method {name!r} for {dataset}; valid: {', '.join(valid)}")
   parts = name.split("-")
   off = parts[-1] == "Off"
   letters = [p for p in parts if p in ("M", "V", "S")]
-  return Method(name=name, bayesian=name != CONVENTIONAL[dataset],
-                penalties="".join(l.lower() for l in letters), off=off)
+  return Method(name=name, bayesian=name not in (CONVENTIONAL[dataset], "Adv-CNN"),
+                penalties="".join(l.lower() for l in letters), off=off,
+                adversarial=parts[0] == "Adv")
 
 
 def parse_methods(names, dataset):
@@ -184,7 +199,8 @@ RULES = {
     "sweep_linf": _each(_number(0.0, 1.0, lo_open=True, what="in (0, 1]")),
     "sweep_l2": _each(_number(0.0, lo_open=True)), "sweep_n": COUNT, "seed": COUNT,
     "penalty_examples": COUNT, "n_clean": COUNT, "conventional_epochs": COUNT,
-    "warm_start_lr": _number(0.0),
+    "warm_start_lr": _number(0.0), "adv_iters": POSITIVE_INT, "adv_warmup_epochs": _number(0.0),
+    "surrogate_adv_epochs": COUNT,
     "posterior_init": _number(-30.0, 10.0, what="a finite number in [-30, 10]"),
     "norm_floor": _number(0.0, 1.0, lo_open=True, what="in (0, 1]"),
 }
@@ -284,8 +300,24 @@ VERDICT_READING = dict(penalty_reduction="sum", posterior_init=-3.0, y_mode="los
 # beside the paper's and beside what the adaptive attacks leave of it.
 PRESETS[("mnist", "verdict")] = dataclasses.replace(PRESETS[("mnist", "cpu")], n_train=10000,
                                                     epochs=3, **VERDICT_READING)
+# The robust references (issue: a model that IS robust under the same columns and audit): the
+# verdict preset's protocol (attacks on the first 1,000 test images, ε = 0.3, PGD 40 × 0.01,
+# Figures 1-2 on 200) with every row trained on all 60k images at batch 128. Adv-CNN: PGD-10
+# adversarial training (random start, step 2.5ε/10) for 10 epochs, ε ramped up over the first
+# two; Adv-BNN: the plain Bayesian head (ELBO, K = 10, tfp's default posterior width) started
+# from the trained Adv-CNN (posterior means = its weights) and trained 2 epochs on PGD-10
+# examples made online against the K-draw model at Adam 5e-4 (a stated deviation from Liu et
+# al.'s from-scratch training). Surrogates as MadryLab's: the natural one on all 60k images for
+# 5 epochs (≥ 99% clean), the adversarial one with the Adv-CNN's PGD training for 10 epochs.
+PRESETS[("mnist", "robust")] = dataclasses.replace(
+    PRESETS[("mnist", "verdict")], n_train=0, batch_size=128, epochs=2, conventional_epochs=10,
+    warm_start_lr=5e-4, posterior_init=-3.0, penalty_reduction="mean", lambda_m=20.0,
+    lambda_s=40.0, adv_iters=10, adv_warmup_epochs=2.0, surrogate_epochs=5,
+    surrogate_adv_mode="warmup", surrogate_adv_epochs=10, offline_n=10000)
+# Rows a preset runs when --methods is not given (default: the paper's rows).
+PRESET_ROWS = {("mnist", "robust"): ("CNN", "Adv-CNN", "Adv-BNN")}
 # The presets whose table binaries add the audited column unless --noaudit.
-AUDITED_PRESETS = ("cpu", "verdict", "paper")
+AUDITED_PRESETS = ("cpu", "verdict", "paper", "robust")
 
 # Seconds per batch-64 training step on 2 CPU cores (K=10, all penalties, draws_mode=loop),
 # from benchmarks.train_step: MNIST measured at batch 64; CIFAR-10 twice the 5.9 s VGG16 step

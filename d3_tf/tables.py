@@ -121,7 +121,8 @@ def table_markdown(results, published, title, clean_reference=None):
       cells += [_fmt(row.get(key)), _fmt(ref_value), _delta(row.get(key), ref_value)]
     if audited:
       cells.append(_fmt(row.get("audited")))
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    label = f"{name} (not in the paper)" if name in cfg.EXTRA_ROWS else name
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if audited:
     n_audit = next((row["audit"].get("n") for row in results["rows"].values()
                     if isinstance(row.get("audit"), dict)), None)
@@ -203,7 +204,7 @@ class TableRun:
   def add(self, name, row):
     """Records a row; rows are kept in the paper's table order."""
     rows = dict(self.results["rows"], **{name: row})
-    order = experiment.TABLE_ROWS[self.results["settings"]["dataset"]]
+    order = cfg.ALL_ROWS[self.results["settings"]["dataset"]]
     self.results["rows"] = {k: rows[k] for k in sorted(rows, key=order.index)}
     self.save()
 

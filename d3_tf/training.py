@@ -13,11 +13,13 @@ Inference (``call``/``test_step``) averages the LOGITS over K draws.
 """
 
 import contextlib
+import dataclasses
 
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from d3_tf import adversarial as adversarial_lib
 from d3_tf import penalties, vectorized
 from d3_tf.models import VARIATIONAL_LAYERS, bayesian_layers, is_bayesian
 
@@ -57,12 +59,15 @@ class D3Model(tf_keras.Model):
     kl_weight: extra factor on the KL (1.0 = the ELBO).
     norm_floor: floor on ||∇y||² in Eq. (9) (``penalties.unit_vectors``);
       1e-12 is ``tf.math.l2_normalize``'s.
+    adversarial: an ``adversarial.PGDTraining``: each training step trains on PGD
+      examples made inside the step against the K-draw model (Adv-CNN, Adv-BNN);
+      None trains on the clean batch.
   """
 
   def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
                variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
                kl_weight=1.0, penalty_reduction="sum", draws_mode="loop",
-               norm_floor=penalties.NORM_EPS, penalty_examples=0, **kwargs):
+               norm_floor=penalties.NORM_EPS, penalty_examples=0, adversarial=None, **kwargs):
     super().__init__(**kwargs)
     self.trunk = trunk
     self.head = head
@@ -95,7 +100,9 @@ class D3Model(tf_keras.Model):
     if penalty_examples < 0:
       raise ValueError(f"penalty_examples must be >= 0, got {penalty_examples}")
     self.penalty_examples = int(penalty_examples)
+    self.adversarial = adversarial
     names = ["loss", "ce", "kl"] + [f"omega_{p}" for p in self.active]
+    names += ["adv_eps"] if adversarial is not None else []
     self.trackers = {n: tf_keras.metrics.Mean(name=n) for n in names}
     self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
@@ -109,7 +116,8 @@ class D3Model(tf_keras.Model):
             "variance_variant": self.variance_variant, "alpha": self.alpha,
             "y_mode": self.y_mode, "n_train": self.n_train, "kl_weight": self.kl_weight,
             "penalty_reduction": self.penalty_reduction, "draws_mode": self.draws_mode,
-            "norm_floor": self.norm_floor, "penalty_examples": self.penalty_examples}
+            "norm_floor": self.norm_floor, "penalty_examples": self.penalty_examples,
+            "adversarial": dataclasses.asdict(self.adversarial) if self.adversarial else None}
 
   def draw_logits(self, x, training=False, num_draws=None, noise=None, draws_mode=None):
     """Logits of each draw: list of K tensors [N, M] (trunk run once).
@@ -240,6 +248,11 @@ class D3Model(tf_keras.Model):
 
   def train_step(self, data):
     x, y = data
+    if self.adversarial is not None:  # Madry et al.: train on PGD examples made now
+      adv = self.adversarial
+      eps = adv.epsilon(self.optimizer.iterations)
+      x = adversarial_lib.pgd_linf(lambda z: self(z, training=False), x, y, eps, adv.steps,
+                                   adv.step_fraction)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
       terms = self.compute_terms(x, y, training=True)
@@ -247,6 +260,8 @@ class D3Model(tf_keras.Model):
       scaled = terms["loss"] / float(replicas)
     grads = tape.gradient(scaled, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    if self.adversarial is not None:
+      terms["adv_eps"] = eps
     return self._update_metrics(terms, y)
 
   def test_step(self, data):

@@ -150,9 +150,12 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   """Flags of every table binary; ``methods`` adds --methods and --blackbox."""
   flags.DEFINE_enum("preset", default_preset, presets(dataset), presets_doc)
   if methods:
-    rows = cfg.TABLE_ROWS[dataset]
-    flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default all): "
-                      f"{', '.join(rows)}.")
+    rows = cfg.ALL_ROWS[dataset]
+    flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default: the "
+                      f"paper's rows, {', '.join(cfg.TABLE_ROWS[dataset])}; --preset robust: "
+                      f"{', '.join(cfg.PRESET_ROWS[(dataset, 'robust')]) if (dataset, 'robust') in cfg.PRESET_ROWS else '—'}). "
+                      f"Also the reference rows {', '.join(cfg.EXTRA_ROWS)} (PGD adversarial "
+                      "training, not in the paper's Tables 1-2).")
     validate("methods", _list_of(rows, ", ".join(rows)))
     flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
                       "black-box column.")
@@ -170,14 +173,17 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
                     "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
   flags.DEFINE_integer("audit_n", None, "Test images audited per row with --audit. "
                        "Default: 100 for --preset cpu, 200 otherwise.")
+  flags.DEFINE_bool("train_only", False, "Only train: the --methods rows, then (with "
+                    "--blackbox) the surrogates and their sets; no evaluation. Lets separate "
+                    "processes train rows side by side before one run evaluates them all.")
   flags.DEFINE_list("audit_eot", None, "EOT sample counts R of the audit's EOT-PGD. "
-                    "Default: 1,4 for --preset cpu, 1,10 otherwise.")
+                    "Default: 1,4 for --preset cpu and robust, 1,10 otherwise.")
   flags.DEFINE_integer("audit_steps", None, "Iterations of the audit's EOT-PGD and APGD. "
-                       "Default: 50 for --preset cpu, 100 otherwise.")
+                       "Default: 50 for --preset cpu and robust, 100 otherwise.")
   flags.DEFINE_integer("audit_restarts", None, "Random restarts of the audit's EOT-PGD and "
-                       "APGD. Default: 1 for --preset cpu, 5 otherwise.")
+                       "APGD. Default: 1 for --preset cpu and robust, 5 otherwise.")
   flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit "
-                       "(0 = skip). Default: 500 for --preset cpu, 1000 otherwise.")
+                       "(0 = skip). Default: 500 for --preset cpu and robust, 1000 otherwise.")
   for name in ("audit_n", "audit_steps", "audit_restarts"):
     validate(name, cfg.POSITIVE_INT)
   validate("audit_square_queries", cfg.COUNT)
@@ -190,11 +196,12 @@ def audit_kwargs():
   on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset in cfg.AUDITED_PRESETS
   if not on:
     return None
-  cpu = FLAGS.preset == "cpu"
+  cpu = FLAGS.preset in ("cpu", "robust")
   pick = lambda value, cpu_default, default: value if value is not None else (
       cpu_default if cpu else default)
+  n_default = 100 if FLAGS.preset == "cpu" else 200
   eot = tuple(int(r) for r in pick(FLAGS.audit_eot, ["1", "4"], ["1", "10"]))
-  return {"n": pick(FLAGS.audit_n, 100, 200), "eot": eot,
+  return {"n": FLAGS.audit_n or n_default, "eot": eot,
           "steps": pick(FLAGS.audit_steps, 50, 100),
           "restarts": pick(FLAGS.audit_restarts, 1, 5), "apgd_eot": max(eot),
           "square_queries": pick(FLAGS.audit_square_queries, 500, 1000),
@@ -226,7 +233,7 @@ def define_trained_rows_flags(default_methods):
   flags.DEFINE_string("output_dir", None, "Where this binary's JSON / markdown go "
                       "(default: --results_dir).")
   flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
-  rows = sorted(set(cfg.TABLE_ROWS["mnist"] + cfg.TABLE_ROWS["cifar10"]))
+  rows = sorted(set(cfg.ALL_ROWS["mnist"] + cfg.ALL_ROWS["cifar10"]))
   validate("methods", _list_of(rows, "table rows (" + ", ".join(rows) + ")"))
 
 
@@ -313,9 +320,19 @@ def accuracy_table_binary(binary, dataset, default_preset, presets_doc, publishe
       strategy = distribute.make_strategy(FLAGS.distribute)
     except ValueError as e:
       raise cfg.ConfigError(str(e)) from None
-    methods = cfg.parse_methods(FLAGS.methods or cfg.TABLE_ROWS[dataset], dataset)
+    methods = cfg.parse_methods(FLAGS.methods or cfg.PRESET_ROWS.get(
+        (dataset, FLAGS.preset), cfg.TABLE_ROWS[dataset]), dataset)
     describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
     train, test = load_table_data(settings)
+    if FLAGS.train_only:
+      from d3_tf import experiment  # pylint: disable=g-import-not-at-top
+      runner = experiment.Runner(settings, FLAGS.models_dir, train, test, strategy=strategy)
+      for method in methods:
+        runner.train(method)
+      if FLAGS.blackbox:
+        runner.blackbox_sets()
+      print(f"trained: {', '.join(m.name for m in methods)} in {runner.root}")
+      return
     out = output_dir(binary)
     _, figures = tables.run_accuracy_table(
         binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
