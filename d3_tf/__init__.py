@@ -3,7 +3,8 @@
 tfp.layers need Keras 2, so d3_tf uses ``tf_keras`` and makes ``tf.keras``
 resolve to it (TF_USE_LEGACY_KERAS=1) unless tf_keras was already imported;
 ART then sees the same Keras objects as the models. Import d3_tf before
-tf_keras (importing tensorflow first is fine).
+tf_keras (importing tensorflow first is fine, but then its start-up lines are printed:
+``d3_tf.quiet`` silences the first import of TensorFlow only when it comes after d3_tf's).
 """
 import os
 import sys
@@ -17,6 +18,10 @@ elif os.environ.get("TF_USE_LEGACY_KERAS") != "1":
                 "stays Keras 3, which ART's TensorFlowV2Classifier partly relies on. Import "
                 "d3_tf first or set TF_USE_LEGACY_KERAS=1 in the environment.")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from d3_tf import quiet as _quiet  # noqa: E402  (standard library only)
+
+_quiet.install()  # TensorFlow's first import, whoever makes it, without its C++ start-up lines
 
 _EXPORTS = {"omega_mean": "penalties", "omega_sparse": "penalties", "omega_var": "penalties",
             "unit_gradients": "penalties", "unit_vectors": "penalties",

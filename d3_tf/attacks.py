@@ -12,6 +12,8 @@ paper gives no MNIST step size; 0.01 is MadryLab's mnist_challenge value, so
 No random start unless asked (ART's default, as in the paper).
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -47,7 +49,11 @@ class DrawAverage:
     self.num_draws = int(num_draws or model.num_draws) if model.bayesian else 1
     self.trunk_once = trunk_once
     self.draws_mode = draws_mode
-    self._fn = tf.function(self._average, reduce_retracing=True)
+    # One trace for every batch size (ART's last batch is ragged): a fixed input signature
+    # with an open batch dimension, in inference mode; training mode gets its own function.
+    spec = tf.TensorSpec((None,) + tuple(model.trunk.input_shape[1:]), tf.float32)
+    self._fns = {training: tf.function(functools.partial(self._average, training=training),
+                                       input_signature=[spec]) for training in (False, True)}
 
   def _average(self, x, training=False):
     override = {"draws_mode": self.draws_mode} if self.draws_mode else {}
@@ -59,7 +65,11 @@ class DrawAverage:
     return tf.add_n(logits) / float(len(logits))
 
   def __call__(self, x, training=False):
-    return self._fn(x, training)
+    return self._fns[bool(training)](tf.cast(x, tf.float32))
+
+  def tracing_count(self):
+    """How many times the forward pass was traced (1 after any number of batch sizes)."""
+    return sum(fn.experimental_get_tracing_count() for fn in self._fns.values())
 
   @property
   def trainable_variables(self):
@@ -77,13 +87,21 @@ def classifier(model, num_draws=None, optimizer=None, trunk_once=True, draws_mod
   """
   input_shape = tuple(model.trunk.input_shape[1:])
   nb_classes = int(model.head.output_shape[-1])
-  return TensorFlowV2Classifier(
+  return untraced(TensorFlowV2Classifier(
       model=DrawAverage(model, num_draws, trunk_once, draws_mode), nb_classes=nb_classes,
       input_shape=input_shape,
       # SUM: ART's loss_gradient then returns each example's own loss gradient.
       loss_object=tf_keras.losses.CategoricalCrossentropy(
           from_logits=True, reduction=tf_keras.losses.Reduction.SUM),
-      optimizer=optimizer, clip_values=(0.0, 1.0))
+      optimizer=optimizer, clip_values=(0.0, 1.0)))
+
+
+def untraced(estimator):
+  """Replaces ART's own ``tf.function`` forward pass (which takes the model as an argument and
+  retraces for every new estimator and batch shape) by a plain call of the model, which is
+  a traced :class:`DrawAverage` already. Returns ``estimator``."""
+  estimator._forward_pass = lambda model, x, training: model(x, training=training)  # pylint: disable=protected-access
+  return estimator
 
 
 def norm_value(norm):

@@ -58,10 +58,10 @@ def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=Non
   loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
                  tf_keras.losses.CategoricalCrossentropy(
                      from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
-  return EOTClassifier(
-      model=attacks.DrawAverage(model, num_draws, draws_mode=draws_mode), nb_classes=int(model.head.output_shape[-1]),
-      input_shape=tuple(model.trunk.input_shape[1:]), loss_object=loss_object,
-      clip_values=(0.0, 1.0), eot_samples=eot_samples)
+  return attacks.untraced(EOTClassifier(
+      model=attacks.DrawAverage(model, num_draws, draws_mode=draws_mode),
+      nb_classes=int(model.head.output_shape[-1]), input_shape=tuple(model.trunk.input_shape[1:]),
+      loss_object=loss_object, clip_values=(0.0, 1.0), eot_samples=eot_samples))
 
 
 def posterior_mean_model(model):

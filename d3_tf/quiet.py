@@ -1,4 +1,4 @@
-"""Starts TensorFlow, tfp and ART without their start-up noise (used by the binaries).
+"""Starts TensorFlow, tfp and ART without their start-up noise (library and binaries).
 
 What the noise is, and how it is kept out of what the user sees:
 
@@ -15,12 +15,20 @@ What the noise is, and how it is kept out of what the user sees:
   Both are filtered by message, so other warnings still show. TensorFlow's
   Python logger is set to ERROR: ART's per-batch ``fit`` (adversarial
   training) retraces a tf.function each call and TF warns about it every time.
+- Library use: ``import d3_tf`` does not import TensorFlow (flag checks stay fast), but
+  :func:`install` (called by ``d3_tf/__init__``) puts an import hook in front of
+  ``sys.meta_path`` that runs the FIRST import of ``tensorflow`` (by d3_tf, tfp, tf_keras, ART
+  or the user's own code, whichever comes first) with fd 2 pointed at /dev/null, then removes
+  itself; the same two Python warnings are filtered by message. Nothing else is hidden: a
+  user's own warnings and TensorFlow's messages after the import reach stderr as usual.
 - When stdout is not a terminal, TQDM_DISABLE=1 turns off the progress bars
   that ART draws itself (tqdm reads it when first imported), so a log file gets
   lines, not carriage-return frames (see ``d3_tf.progress``).
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 import warnings
@@ -47,6 +55,47 @@ def filter_warnings():
   """Drops the known, harmless Python warnings of ART's and tfp's imports and layers."""
   warnings.filterwarnings("ignore", message="PyTorch not found")
   warnings.filterwarnings("ignore", message=".*add_variable.* is deprecated")
+
+
+class _QuietLoader(importlib.abc.Loader):
+  """Runs another loader's ``exec_module`` with fd 2 at /dev/null."""
+
+  def __init__(self, loader):
+    self.loader = loader
+
+  def create_module(self, spec):
+    return self.loader.create_module(spec)
+
+  def exec_module(self, module):
+    with _stderr_to_devnull():
+      self.loader.exec_module(module)
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.list_physical_devices()  # device initialisation (cuInit) happens here
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Finds ``tensorflow`` once, with a loader that imports it quietly."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name != "tensorflow":
+      return None
+    uninstall()
+    spec = importlib.util.find_spec(name)
+    if spec is not None and spec.loader is not None:
+      spec.loader = _QuietLoader(spec.loader)
+    return spec
+
+
+def install():
+  """Makes the first import of TensorFlow in this process quiet (no-op once it is imported)."""
+  filter_warnings()
+  if "tensorflow" not in sys.modules and not any(
+      isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def uninstall():
+  sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
 
 
 def start():
