@@ -20,7 +20,9 @@ import tf_keras
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 from art.estimators.classification import TensorFlowV2Classifier
 
-from d3_tf import progress
+from d3_tf import models, progress, vectorized
+
+_FLIPOUT = (models.tfpl.DenseFlipout, models.tfpl.Convolution2DFlipout)
 
 NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2}
 PGD_DEFAULTS = {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
@@ -42,13 +44,24 @@ class DrawAverage:
     draws_mode: "loop" or "vectorized" head draws (default: the model's); a
       loop-trained Flipout model can be attacked with vectorized draws, exact
       samples of the same posterior (docs/performance.md).
+    seed: None draws the weights with the layers' own random ops, whose op-level
+      seeds repeat across traces: two estimators over one model then replay the
+      same sequence of draws. An integer gives this forward pass its OWN stream, a
+      ``tf.random.Generator`` seeded with it: every call draws fresh ε for
+      θ_k = μ + σ ε_k, independent of every other estimator's, and the same seed
+      reproduces the same sequence. The draws are then plain posterior samples
+      (vectorized when the head allows it; Flipout's sign flips are not used).
   """
 
-  def __init__(self, model, num_draws=None, trunk_once=True, draws_mode=None):
+  def __init__(self, model, num_draws=None, trunk_once=True, draws_mode=None, seed=None):
     self.model = model
     self.num_draws = int(num_draws or model.num_draws) if model.bayesian else 1
     self.trunk_once = trunk_once
     self.draws_mode = draws_mode
+    self.generator = None
+    if seed is not None and model.bayesian:
+      self.generator = tf.random.Generator.from_seed(int(seed))
+      self.draws_mode = _explicit_noise_mode(model.head, draws_mode)
     # One trace for every batch size (ART's last batch is ragged): a fixed input signature
     # with an open batch dimension, in inference mode; training mode gets its own function.
     spec = tf.TensorSpec((None,) + tuple(model.trunk.input_shape[1:]), tf.float32)
@@ -56,6 +69,12 @@ class DrawAverage:
                                        input_signature=[spec]) for training in (False, True)}
 
   def _average(self, x, training=False):
+    if self.generator is not None:
+      noise = [self.generator.normal([self.num_draws] + l.kernel_posterior.event_shape.as_list())
+               for l in vectorized.bayesian_in_order(self.model.head)]
+      logits = self.model.draw_logits(x, training=training, noise=noise,
+                                      draws_mode=self.draws_mode)
+      return tf.add_n(logits) / float(len(logits))
     override = {"draws_mode": self.draws_mode} if self.draws_mode else {}
     draw = lambda k: self.model.draw_logits(x, training=training, num_draws=k, **override)
     if self.trunk_once:
@@ -76,19 +95,39 @@ class DrawAverage:
     return self.model.trainable_variables
 
 
-def classifier(model, num_draws=None, optimizer=None, trunk_once=True, draws_mode=None):
+def _explicit_noise_mode(head, draws_mode):
+  """The draws mode in which ``head`` takes explicit weight noise: vectorized when its layers
+  allow it (or when asked), else loop (reparameterization layers only)."""
+  try:
+    vectorized.head_layers(head)
+    supported = True
+  except NotImplementedError:
+    supported = False
+  if supported and draws_mode != "loop":
+    return "vectorized"
+  if any(isinstance(l, _FLIPOUT) for l in models.bayesian_layers(head)):
+    if supported:
+      return "vectorized"
+    raise ValueError("an own random stream needs draws_mode='vectorized' or reparameterization "
+                     "layers: this head has Flipout layers and layers the batched path lacks")
+  return "loop"
+
+
+def classifier(model, num_draws=None, optimizer=None, trunk_once=True, draws_mode=None,
+               seed=None):
   """An ART ``TensorFlowV2Classifier`` over the K-draw logit average of ``model``.
 
   Args:
     model: a ``D3Model`` (conventional or Bayesian).
     num_draws: K used by every forward pass (default: the model's K).
     optimizer: only needed when ART trains the model (adversarial training).
-    trunk_once, draws_mode: see :class:`DrawAverage`.
+    trunk_once, draws_mode, seed: see :class:`DrawAverage` (``seed``: an own stream of
+      weight draws for this estimator).
   """
   input_shape = tuple(model.trunk.input_shape[1:])
   nb_classes = int(model.head.output_shape[-1])
   return untraced(TensorFlowV2Classifier(
-      model=DrawAverage(model, num_draws, trunk_once, draws_mode), nb_classes=nb_classes,
+      model=DrawAverage(model, num_draws, trunk_once, draws_mode, seed), nb_classes=nb_classes,
       input_shape=input_shape,
       # SUM: ART's loss_gradient then returns each example's own loss gradient.
       loss_object=tf_keras.losses.CategoricalCrossentropy(

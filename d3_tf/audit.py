@@ -1,23 +1,35 @@
 """Robustness audit: adaptive attacks that separate real robustness from obfuscation.
 
 Randomised defences are easy to over-credit (Athalye et al. 2018; Carlini et
-al. 2019; Tramèr et al. 2020). The audit attacks a trained model with:
+al. 2019; Tramèr et al. 2020). The audit takes any classifier ``x -> logits`` (a
+``D3Model``, deterministic or Bayesian, or any Keras model or callable, random or
+not) and attacks it with one of two protocols:
 
-- EOT-PGD: each step's gradient is the mean of R loss gradients, each through
-  a fresh K-draw forward pass (Expectation over Transformation), R in a list;
-  random restarts; step size 2.5·ε/steps (Madry et al.'s schedule: constant
-  step, long enough to cross the ball twice);
-- APGD-CE and APGD-DLR (ART AutoProjectedGradientDescent, its own step-size
-  schedule) with the same EOT gradients, combined through ART's AutoAttack;
-- Square attack (ART SquareAttack: gradient-free, query budget);
-- transfer from the posterior-mean network (the same weights, Bayesian layers
-  at their means) and from the black-box surrogates' saved sets.
+- ``"full"`` (the default): transfer from the posterior-mean network (D3Models
+  with a posterior) and from given transfer sets; EOT-PGD (each step's gradient
+  the mean of R loss gradients, each through a fresh forward pass, R in a list;
+  random restarts; step 2.5·ε/steps); APGD-CE and APGD-DLR with EOT (ART
+  AutoProjectedGradientDescent through ART's AutoAttack); the gradient-free
+  Square attack;
+- ``"rand"``: AutoAttack's version for randomised defences (Croce & Hein 2020):
+  APGD-CE then APGD-DLR, each gradient averaged over 20 forward passes (EOT),
+  no restarts, 100 steps;
+- ``"standard"``: the same two APGD attacks without EOT, then Square: for
+  deterministic models (the audit warns when the model turns out random).
 
-Attacks run as a cascade: each one only attacks the examples that every
-earlier attack failed on, so the result is the per-example worst case, the
-"audited robust accuracy", at a fraction of the cost. Every individual
-attack's accuracy on the examples it saw is reported too.
+Attacks run as a cascade: each one only attacks the examples every earlier
+attack failed on, and the per-example worst case is the *worst-case audited
+accuracy*. Every forward pass of a random model is a fresh draw, so the worst
+case also counts prediction noise as attack success. The *expected robust
+accuracy* does not: each example's adversarial point (the one that broke it
+first, else the one with the lowest margin) is re-scored over ``passes``
+independent passes drawn after the attack, and the per-example accuracies are
+averaged (the clean images likewise). Each estimator of a D3Model draws its
+weights from its own random stream (``attacks.DrawAverage``'s ``seed``).
 """
+
+import itertools
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -25,11 +37,17 @@ import tf_keras
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import TensorFlowV2Classifier
 
-from d3_tf import attacks, models, penalties, progress, training
+from d3_tf import attacks, models, progress, training
+from d3_tf.audit_checks import (check_transfer_set, direction_diversity,  # noqa: F401
+                                expected_accuracy, prediction_disagreement, randomness,
+                                sanity_checks, sanity_numbers)
+
+PROTOCOLS = ("full", "rand", "standard")
+RAND_EOT = 20  # AutoAttack's rand version: EOT over 20 samples
 
 
 class EOTClassifier(TensorFlowV2Classifier):
-  """A TensorFlowV2Classifier whose loss gradient averages R independent K-draw passes."""
+  """A TensorFlowV2Classifier whose loss gradient averages R independent forward passes."""
 
   def __init__(self, *args, eot_samples=1, **kwargs):
     super().__init__(*args, **kwargs)
@@ -53,13 +71,78 @@ class DLRLoss(tf_keras.losses.Loss):
     return -(z_y - z_other) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
 
 
-def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=None):
-  """An ART classifier over the K-draw logit average with EOT-averaged loss gradients."""
+class Forward:
+  """``x -> logits`` of any Keras model or callable, traced once for every batch size."""
+
+  def __init__(self, fn, input_shape):
+    self.fn = fn
+    spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
+    self._call = tf.function(lambda x: fn(x, training=False) if isinstance(
+        fn, tf_keras.Model) else fn(x), input_signature=[spec])
+
+  def __call__(self, x, training=False):
+    del training  # attacks run the model in inference mode
+    return self._call(tf.cast(x, tf.float32))
+
+  @property
+  def trainable_variables(self):
+    return getattr(self.fn, "trainable_variables", [])
+
+
+class Target:
+  """The model under audit and a factory of ART estimators over it.
+
+  Args:
+    model: a ``D3Model``, a Keras model or any callable ``x -> logits`` (float32 images).
+    input_shape, num_classes: needed only when they cannot be read off a Keras model.
+    draws_mode: K draws of a Bayesian D3Model ("loop" / "vectorized"; default: the model's).
+    seed: base seed of the estimators' random streams: every estimator of a Bayesian
+      D3Model draws its weights from its own stream, and the same seed reproduces a run.
+  """
+
+  def __init__(self, model, input_shape=None, num_classes=None, draws_mode=None, seed=0):
+    self.model = model
+    self.d3 = isinstance(model, training.D3Model)
+    if self.d3:
+      input_shape = model.trunk.input_shape[1:]
+      num_classes = model.head.output_shape[-1]
+    elif isinstance(model, tf_keras.Model):
+      input_shape = input_shape or model.input_shape[1:]
+      num_classes = num_classes or model.output_shape[-1]
+    if input_shape is None or num_classes is None:
+      raise ValueError("give input_shape and num_classes for a model that is not a Keras model")
+    self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
+    self.draws_mode, self.seed = draws_mode, int(seed)
+    self._streams = itertools.count()
+
+  @property
+  def has_posterior(self):
+    return self.d3 and self.model.bayesian
+
+  def forward(self):
+    """A fresh ``x -> logits`` (for a Bayesian D3Model: the K-draw average, own stream)."""
+    if self.d3:
+      seed = self.seed * 1000 + next(self._streams) if self.model.bayesian else None
+      return attacks.DrawAverage(self.model, draws_mode=self.draws_mode, seed=seed)
+    return Forward(self.model, self.input_shape)
+
+  def estimator(self, eot_samples=1, loss="ce"):
+    """An ART classifier over a fresh forward pass whose loss gradient averages R passes."""
+    loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
+                   tf_keras.losses.CategoricalCrossentropy(
+                       from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
+    return attacks.untraced(EOTClassifier(
+        model=self.forward(), nb_classes=self.num_classes, input_shape=self.input_shape,
+        loss_object=loss_object, clip_values=(0.0, 1.0), eot_samples=eot_samples))
+
+
+def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=None, seed=None):
+  """An ART classifier over a D3Model's K-draw logit average with EOT-averaged gradients."""
   loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
                  tf_keras.losses.CategoricalCrossentropy(
                      from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
   return attacks.untraced(EOTClassifier(
-      model=attacks.DrawAverage(model, num_draws, draws_mode=draws_mode),
+      model=attacks.DrawAverage(model, num_draws, draws_mode=draws_mode, seed=seed),
       nb_classes=int(model.head.output_shape[-1]), input_shape=tuple(model.trunk.input_shape[1:]),
       loss_object=loss_object, clip_values=(0.0, 1.0), eot_samples=eot_samples))
 
@@ -91,66 +174,48 @@ def _mean_layer(layer):
   return layer.__class__.from_config(cfg)
 
 
-def direction_diversity(model, x, y, batch_size=100):
-  """How diverse a trained model's K input-gradient directions are: the mechanism itself.
-
-  ΩM, ΩV and ΩS (Eq. 14, 17 or the model's variant, and 18, as printed: sums over
-  the D input dims) of the unit directions u_k (Eq. 9) of K fresh draws at test
-  time, averaged over (x, y), whatever λ the model was trained with; and the
-  posterior scales σ of its Bayesian kernels. ΩM is 1 when the K directions are
-  identical and 1/K in expectation when they are independent and isotropic, so a
-  defence that works by diversity should sit well below 1.
-
-  Returns:
-    {"omega_m", "omega_v", "omega_s", "omega_m_independent" (= 1/K),
-     "sigma_median", "sigma_max", "num_draws", "n"}.
-  """
-  if not model.bayesian:
-    raise ValueError("direction diversity needs a Bayesian head (statistics over draws)")
-  totals = {"m": 0.0, "v": 0.0, "s": 0.0}
-  for start in range(0, len(x), batch_size):
-    u = model.input_directions(x[start:start + batch_size], y[start:start + batch_size])
-    for u_j in u:  # one [K, N, D] block per scalar output, averaged over outputs
-      for name, per_example in penalties.penalty_terms(
-          u_j, model.variance_variant, model.alpha).items():
-        totals[name] += float(tf.reduce_sum(per_example)) / float(u.shape[0])
-  sigma = np.concatenate([np.ravel(layer.kernel_posterior.stddev().numpy())
-                          for layer in models.bayesian_layers(model.head)])
-  result = {f"omega_{name}": total / len(x) for name, total in totals.items()}
-  result.update({"omega_m_independent": 1.0 / model.num_draws,
-                 "sigma_median": float(np.median(sigma)), "sigma_max": float(sigma.max()),
-                 "num_draws": model.num_draws, "n": int(len(x))})
-  return result
-
-
-def correct(estimator, x, y, batch_size=256):
-  """Per-example correctness (bool [N]) under one stochastic K-draw prediction."""
-  return attacks.predict_labels(estimator, x, batch_size) == y
+def _margins(estimator, x, y, batch_size=256):
+  """True-class logit minus the largest other logit, under one forward pass."""
+  logits = estimator.predict(x, batch_size=batch_size)
+  true = logits[np.arange(len(y)), y]
+  other = np.where(np.eye(logits.shape[1], dtype=bool)[y], -np.inf, logits).max(axis=1)
+  return true - other
 
 
 class Cascade:
-  """Per-example worst case over a sequence of attacks.
+  """Per-example worst case over a sequence of attacks, and each example's chosen point.
 
-  By default each attack only attacks the examples every earlier attack failed
-  on (cheap). With ``every_example=True`` each attack sees all examples, so
-  every attack's own accuracy is known too (used to check the worst case).
+  By default each attack only attacks the examples every earlier attack failed on
+  (cheap). With ``every_example=True`` each attack sees all examples, so every
+  attack's own accuracy is known too (used to check the worst case). An example's
+  *chosen* point is the first adversarial point that broke it, else the one with
+  the lowest margin seen (the clean image if nothing attacked it).
   """
 
   def __init__(self, estimator, x, y, log=print, every_example=False):
     self.estimator, self.x, self.y, self.log = estimator, x, y, log
     self.every_example = every_example
-    self.robust = correct(estimator, x, y)
+    margin = _margins(estimator, x, y)
+    self.robust = margin > 0
     self.clean = 100.0 * float(self.robust.mean())
+    self.chosen, self.margin = x.copy(), np.where(self.robust, margin, -np.inf)
+    self.broken_by = [None if ok else "clean" for ok in self.robust]
     self.attacks = {}
     self.per_example = {}
 
   def _attack(self, name, adversarial):
     """``adversarial(idx) -> x_adv`` for the targeted examples; updates the worst case."""
     idx = np.arange(len(self.x)) if self.every_example else np.flatnonzero(self.robust)
-    ok = correct(self.estimator, adversarial(idx), self.y[idx]) if len(idx) else \
-        np.zeros(0, bool)
+    x_adv = adversarial(idx) if len(idx) else self.x[:0]
+    margin = _margins(self.estimator, x_adv, self.y[idx]) if len(idx) else np.zeros(0)
+    ok = margin > 0
+    for j, i in enumerate(idx):
+      if self.robust[i] and (not ok[j] or margin[j] < self.margin[i]):
+        self.chosen[i], self.margin[i] = x_adv[j], margin[j]
+        if not ok[j]:
+          self.broken_by[i] = name
     self.robust[idx[~ok]] = False
-    full = np.ones(len(self.x), bool)
+    full = np.full(len(self.x), None, dtype=object)  # None: this attack did not see it
     full[idx] = ok
     self.per_example[name] = full
     self.attacks[name] = {"attacked": int(len(idx)),
@@ -186,7 +251,7 @@ def eot_pgd(estimator, eps, steps, restarts, norm="inf", seed=0, batch_size=128)
       idx = np.flatnonzero(alive)
       cand = pgd.generate(x[idx], y=attacks.one_hot(y[idx], estimator.nb_classes))
       x_adv[idx] = cand
-      alive[idx] = correct(estimator, cand, y[idx])
+      alive[idx] = attacks.predict_labels(estimator, cand) == y[idx]
     return x_adv
   return generate
 
@@ -214,109 +279,96 @@ def square(estimator, eps, queries, norm="inf", batch_size=128, seed=0):
                       nb_restarts=1, batch_size=batch_size, verbose=progress.interactive())
 
 
-def prediction_disagreement(estimator, x, batch_size=256):
-  """% of clean inputs on which two K-draw forward passes predict different labels."""
-  a = attacks.predict_labels(estimator, x, batch_size)
-  b = attacks.predict_labels(estimator, x, batch_size)
-  return 100.0 * float(np.mean(a != b))
-
-
-def sanity_checks(numbers, tolerance=1.0):
-  """Pass/fail checks on audit numbers (accuracies in %).
-
-  Args:
-    numbers: dict with "eps_one" (accuracy at L∞ ε=1), "by_eps" ([(ε, acc)]
-      increasing ε), "by_steps" ([(steps, acc)] increasing), "whitebox" and
-      "blackbox" accuracies.
-    tolerance: slack in percentage points for the monotonicity checks (the
-      model's predictions are random).
-
-  Returns:
-    list of {"check", "passed", "detail"}.
-  """
-  def monotone(pairs):
-    return all(b[1] <= a[1] + tolerance for a, b in zip(pairs, pairs[1:]))
-  checks = [
-      {"check": "accuracy at L∞ ε=1 is 0%", "passed": numbers["eps_one"] == 0.0,
-       "detail": f"{numbers['eps_one']:.1f}%"},
-      {"check": "accuracy non-increasing in ε", "passed": monotone(numbers["by_eps"]),
-       "detail": ", ".join(f"ε={e}: {a:.1f}%" for e, a in numbers["by_eps"])},
-      {"check": "accuracy non-increasing in attack steps", "passed": monotone(numbers["by_steps"]),
-       "detail": ", ".join(f"{s} steps: {a:.1f}%" for s, a in numbers["by_steps"])},
-  ]
-  if numbers.get("blackbox") is not None:
-    checks.append({"check": "white-box ≤ black-box (else: obfuscation signal)",
-                   "passed": numbers["whitebox"] <= numbers["blackbox"] + tolerance,
-                   "detail": f"white-box {numbers['whitebox']:.1f}%, "
-                             f"black-box {numbers['blackbox']:.1f}%"})
-  return checks
-
-
-def sanity_numbers(estimator, x, y, eps, make_pgd, norm="inf"):
-  """The numbers behind :func:`sanity_checks` (except white/black-box), on (x, y).
-
-  ``make_pgd(eps, eps_step, max_iter)`` builds the PGD attack to check, so a
-  broken attack can be fed in and caught.
-  """
-  acc = lambda attack: attacks.robust_accuracy(estimator, x, y, attack, desc="sanity")[
-      "adversarial"]
-  by_eps = [(0.0, acc(None))] + [(e, acc(make_pgd(e, 2.5 * e / 40, 40)))
-                                 for e in (eps / 4, eps / 2, eps)]
-  by_steps = [(s, acc(make_pgd(eps, 2.5 * eps / s, s))) for s in (10, 40, 100)]
-  eps_one = acc(make_pgd(1.0, 0.1, 20)) if norm == "inf" else None
-  return {"eps_one": eps_one, "by_eps": by_eps, "by_steps": by_steps}
+def _generator(attack, nb_classes):
+  return lambda xs, ys: attack.generate(xs, y=attacks.one_hot(ys, nb_classes))
 
 
 def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
               square_queries=1000, transfer_sets=None, norm="inf", seed=0, batch_size=128,
               sanity_n=100, whitebox=None, blackbox=None, every_example=False, log=print,
-              draws_mode=None):
-  """The full audit of one model on (x, y); returns a JSON-able dict.
+              draws_mode=None, protocol="full", passes=20, input_shape=None, num_classes=None):
+  """The audit of one model on (x, y); returns a JSON-able dict.
 
   Args:
-    model: a trained D3Model.
-    eot: EOT sample counts R for EOT-PGD, one attack each.
-    steps, restarts: iterations and random restarts of EOT-PGD and APGD.
-    apgd_eot: R for APGD-CE / APGD-DLR.
-    square_queries: query budget of the Square attack (0 = skip).
-    transfer_sets: {name: x_adv aligned with x} precomputed transfer examples.
+    model: a D3Model, a Keras model or a callable ``x -> logits`` (see :class:`Target`).
+    eot: EOT sample counts R for EOT-PGD, one attack each ("full").
+    steps: iterations of EOT-PGD and APGD (AutoAttack's protocols use 100).
+    restarts: random restarts of EOT-PGD and APGD ("full"; the others use none).
+    apgd_eot: R for APGD-CE / APGD-DLR ("full").
+    square_queries: query budget of the Square attack (0 = skip; "full", "standard").
+    transfer_sets: {name: x_adv} or {name: (x_adv, y_adv)} aligned with x: checked (shape,
+      labels, [0, 1], ε-ball) and refused with a ConfigError otherwise ("full").
     whitebox, blackbox: the paper-protocol PGD and black-box accuracies (for the
-      obfuscation check); whitebox defaults to the cascade's plain PGD numbers.
-    draws_mode: "loop" or "vectorized" K draws in every attack (default: the model's).
+      obfuscation check); whitebox defaults to the sanity checks' PGD-40.
+    draws_mode: "loop" or "vectorized" K draws of a Bayesian D3Model.
+    protocol: "full", "rand" or "standard" (module docstring).
+    passes: independent forward passes of the expected accuracy (≥ 20 recommended).
+    input_shape, num_classes: for a callable that is not a Keras model.
   """
-  if not model.bayesian:  # one draw: R samples would average R copies of the same gradient
-    eot, apgd_eot = (1,), 1
-  est = attacks.classifier(model, draws_mode=draws_mode)
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+  sets = {}
+  for name, value in (transfer_sets or {}).items():
+    x_adv, y_adv = value if isinstance(value, tuple) else (value, None)
+    check_transfer_set(name, x, y, x_adv, y_adv, eps, norm)
+    sets[name] = x_adv
+  target = Target(model, input_shape, num_classes, draws_mode, seed)
+  est = target.estimator()
+  rand = randomness(est, x[:min(sanity_n, len(x))])
+  if rand["stochastic"] and protocol == "standard":
+    message = (f"the model's logits vary across forward passes ({rand['logits_vary_pct']:.0f}% "
+               "of inputs): the deterministic 'standard' protocol over-credits it; use 'rand'")
+    warnings.warn(message)
+    log(f"audit: warning: {message}")
+  if not rand["stochastic"]:
+    eot, apgd_eot = (1,), 1  # one draw: R samples would average R copies of one gradient
   cascade = Cascade(est, x, y, log=log, every_example=every_example)
-  log(f"audit: clean accuracy {cascade.clean:.1f}% on {len(x)} images, ε={eps} ({norm})")
-  for name, x_adv in (transfer_sets or {}).items():
-    cascade.fixed_set(f"transfer:{name}", x_adv)
-  if model.bayesian:
-    mean_est = attacks.classifier(posterior_mean_model(model))
-    cascade.run("transfer:posterior_mean", lambda xs, ys: eot_pgd(
-        mean_est, eps, steps, 1, norm, seed, batch_size)(xs, ys))
-  for r in eot:
-    cascade.run(f"eot_pgd:R={r}", eot_pgd(eot_classifier(model, r, draws_mode=draws_mode), eps,
-                                          steps, restarts, norm, seed, batch_size))
-  ests = (eot_classifier(model, apgd_eot, draws_mode=draws_mode),
-          eot_classifier(model, apgd_eot, loss="dlr", draws_mode=draws_mode))
-  cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", lambda xs, ys: autoattack(
-      ests, eps, steps, restarts, norm, batch_size).generate(xs, y=attacks.one_hot(ys, est.nb_classes)))
-  if square_queries:
-    cascade.run(f"square:{square_queries}q", lambda xs, ys: square(
-        est, eps, square_queries, norm, batch_size, seed).generate(
-            xs, y=attacks.one_hot(ys, est.nb_classes)))
+  log(f"audit ({protocol}): clean accuracy {cascade.clean:.1f}% on {len(x)} images, "
+      f"ε={eps} ({norm})")
+  nb = target.num_classes
+  if protocol == "full":
+    for name, x_adv in sets.items():
+      cascade.fixed_set(f"transfer:{name}", x_adv)
+    if target.has_posterior:
+      mean = Target(posterior_mean_model(model)).estimator()
+      cascade.run("transfer:posterior_mean", eot_pgd(mean, eps, steps, 1, norm, seed, batch_size))
+    for r in eot:
+      cascade.run(f"eot_pgd:R={r}", eot_pgd(target.estimator(r), eps, steps, restarts, norm,
+                                            seed, batch_size))
+    ests = (target.estimator(apgd_eot), target.estimator(apgd_eot, loss="dlr"))
+    cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", _generator(
+        autoattack(ests, eps, steps, restarts, norm, batch_size), nb))
+  else:
+    r = RAND_EOT if protocol == "rand" else 1
+    for loss in ("ce", "dlr"):
+      cascade.run(f"apgd_{loss}:R={r}", _generator(
+          apgd(target.estimator(r, loss=loss), eps, steps, 1, norm, batch_size), nb))
+  if square_queries and protocol != "rand":
+    cascade.run(f"square:{square_queries}q", _generator(
+        square(target.estimator(), eps, square_queries, norm, batch_size, seed), nb))
+  scorer = target.estimator()  # passes drawn after every attack, on a stream of their own
+  expected = {"robust": expected_accuracy(scorer, cascade.chosen, y, passes),
+              "clean": expected_accuracy(scorer, x, y, passes)}
   n = min(sanity_n, len(x))
   make_pgd = lambda e, step, iters: attacks.pgd(est, e, step, iters, norm, batch_size=batch_size)
   numbers = sanity_numbers(est, x[:n], y[:n], eps, make_pgd, norm)
   numbers["whitebox"] = whitebox if whitebox is not None else numbers["by_steps"][1][1]
   numbers["blackbox"] = blackbox
-  return {"n": int(len(x)), "eps": float(eps), "norm": norm, "clean": cascade.clean,
+  log(f"audit: worst-case {cascade.audited:.1f}%, expected "
+      f"{expected['robust']['accuracy']:.1f} ± {expected['robust']['stderr']:.1f}% "
+      f"(clean {expected['clean']['accuracy']:.1f}%, {passes} passes)")
+  return {"n": int(len(x)), "eps": float(eps), "norm": norm, "protocol": protocol,
+          "clean": cascade.clean,
           "per_example_robust": cascade.robust.tolist(),
+          "per_example_broken_by": cascade.broken_by,
+          "per_example_expected": expected["robust"].pop("per_example"),
+          "per_example_expected_clean": expected["clean"].pop("per_example"),
           "per_example_by_attack": {k: v.tolist() for k, v in cascade.per_example.items()},
-          "audited_robust_accuracy": cascade.audited, "attacks": cascade.attacks,
-          "prediction_disagreement": prediction_disagreement(est, x[:n]),
+          "audited_robust_accuracy": cascade.audited,
+          "expected_robust_accuracy": expected["robust"]["accuracy"],
+          "expected": expected, "attacks": cascade.attacks, "randomness": rand,
+          "prediction_disagreement": rand["disagreement_pct"],
           "sanity_numbers": numbers, "sanity_checks": sanity_checks(numbers),
           "settings": {"eot": list(eot), "steps": steps, "restarts": restarts,
                        "apgd_eot": apgd_eot, "square_queries": square_queries,
-                       "seed": seed, "sanity_n": n}}
+                       "seed": seed, "sanity_n": n, "passes": passes, "protocol": protocol}}

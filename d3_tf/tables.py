@@ -111,7 +111,10 @@ def table_markdown(results, published, title, clean_reference=None):
            "Accuracy in %; Δ = ours − paper.", ""]
   audited = any("audited" in row for row in results["rows"].values())
   header = "| method |" + "".join(f" {label} | paper | Δ |" for _, label in COLUMNS)
-  header += f" {AUDIT_COLUMN[1]} |" if audited else ""
+  expected = any("expected_robust_accuracy" in row.get("audit", {})
+                 for row in results["rows"].values())
+  header += (f" {AUDIT_COLUMN[1]} (worst / expected) |" if expected else
+             f" {AUDIT_COLUMN[1]} |") if audited else ""
   lines += [header, "|---" * (1 + 3 * len(COLUMNS) + audited) + "|"]
   for name, row in results["rows"].items():
     ref = published.get(name, {})
@@ -120,7 +123,8 @@ def table_markdown(results, published, title, clean_reference=None):
       ref_value = ref.get(key, clean_reference if key == "clean" else None)
       cells += [_fmt(row.get(key)), _fmt(ref_value), _delta(row.get(key), ref_value)]
     if audited:
-      cells.append(_fmt(row.get("audited")))
+      worst, mean = row.get("audited"), row.get("audit", {}).get("expected_robust_accuracy")
+      cells.append(_fmt(worst) + (f" / {_fmt(mean)}" if mean is not None else ""))
     label = f"{name} (not in the paper)" if name in cfg.EXTRA_ROWS else name
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if audited:
@@ -129,7 +133,11 @@ def table_markdown(results, published, title, clean_reference=None):
     lines += ["", "Audited: per-example worst case over EOT-PGD, APGD-CE/DLR with EOT "
               "(AutoAttack), Square and transfer attacks on the first "
               + (f"{n_audit} " if n_audit else "") +
-              "test images (experiments.audit; details in results.json)."]
+              "test images (experiments.audit; details in results.json)"
+              + ("; expected: each example's chosen adversarial point re-scored over 20 "
+                 "independent forward passes made after the attacks, averaged (for a random "
+                 "model the worst case also counts prediction noise as attack success)"
+                 if expected else "") + "."]
   bb = results.get("blackbox_sets")
   if bb:
     lines += ["", "Black-box: PGD examples transferred from locally trained conventional "
@@ -174,13 +182,13 @@ def audit_row(runner, method, row, sets, audit_kwargs, log=print):
   from d3_tf import audit  # pylint: disable=g-import-not-at-top
   kwargs = dict(audit_kwargs)
   n = min(kwargs.pop("n"), len(runner.xe))
-  transfer = {name: xa[:n] for name, (xa, _, _) in (sets or {}).items()}
+  transfer = {name: (xa[:n], ya[:n]) for name, (xa, ya, _) in (sets or {}).items()}
   report = audit.run_audit(runner.train(method), runner.xe[:n], runner.ye[:n], runner.s.eps,
                            transfer_sets=transfer, whitebox=row["pgd"],
                            blackbox=row.get("blackbox"), log=log,
                            draws_mode=runner.s.eval_draws(), **kwargs)
-  report.pop("per_example_robust")
-  report.pop("per_example_by_attack")
+  for key in [k for k in report if k.startswith("per_example")]:
+    report.pop(key)
   return report["audited_robust_accuracy"], report
 
 
@@ -192,11 +200,16 @@ class TableRun:
     self.path = os.path.join(output_dir, "results.json")
     self.results = load_results(self.path, binary, preset, settings)
     self.results.update({"versions": versions(), "git_commit": git_commit(),
-                         "command": " ".join([os.path.basename(sys.executable), "-m",
-                                              f"experiments.{binary}"] + sys.argv[1:])})
+                         "command": self.command(binary)})
     self.render = render
     self.t0 = time.time()
     self.wall0 = self.results.get("wall_seconds", 0.0)
+
+  @staticmethod
+  def command(binary):
+    """The command line of this run, as a user would type it."""
+    return " ".join([os.path.basename(sys.executable), "-m", f"experiments.{binary}"]
+                    + sys.argv[1:])
 
   def done(self, name):
     return name in self.results["rows"]

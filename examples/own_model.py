@@ -30,9 +30,10 @@ def main(n_train=3000, n_test=1000, n_attack=100, epochs=5, num_draws=10):
                                tf_keras.layers.Conv2D(32, 3, activation="relu"),
                                tf_keras.layers.MaxPooling2D(2),
                                tf_keras.layers.Conv2D(64, 3, activation="relu"),
-                               tf_keras.layers.MaxPooling2D(2), tf_keras.layers.Flatten()])
+                               tf_keras.layers.MaxPooling2D(2), tf_keras.layers.Flatten(),
+                               tf_keras.layers.Dense(128, activation="relu")])
   head = tf_keras.Sequential([tf_keras.Input(trunk.output_shape[1:]),  # Bayesian: K draws
-                              bayes_dense(128, seed=1, activation="relu"), bayes_dense(10, seed=2)])
+                              bayes_dense(64, seed=1, activation="relu"), bayes_dense(10, seed=2)])
   model = d3_tf.D3Model(trunk, head, num_draws=num_draws, lambda_m=10, lambda_s=0.04,
                         n_train=n_train)  # penalties as printed (sums); KL / N once per step
   model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))

@@ -1,12 +1,19 @@
-"""Robustness audit of trained table rows: adaptive attacks and sanity checks.
+"""Robustness audit of trained table rows or of any saved Keras model.
 
-Takes rows trained by mnist_table1 / cifar_table2 (same --preset, or --results_dir) and runs
-EOT-PGD (R fresh weight draws per gradient), APGD-CE/APGD-DLR with EOT through ART's
-AutoAttack, the Square attack, and transfer from the posterior-mean network and the black-box
-surrogates, as a per-example worst case: the "audited robust accuracy". Sanity checks
-(accuracy 0% at ε=1, monotone in ε and steps, white-box ≤ black-box) print pass/fail.
+Trained table rows (same --preset as mnist_table1 / cifar_table2, or --results_dir), or a saved
+model (--model): EOT-PGD (R fresh forward passes per gradient), APGD-CE/APGD-DLR with EOT, the
+Square attack and transfer attacks as a per-example worst case, and the expected robust accuracy
+(each example's chosen adversarial point re-scored over --passes independent forward passes).
+--protocol rand is AutoAttack's version for randomised defences (APGD-CE, APGD-DLR, EOT 20, no
+restarts). Sanity checks (0% at ε=1, monotone in ε and steps, white-box ≤ black-box) print
+pass/fail.
 
   python -m experiments.audit --table mnist_table1 --preset cpu --methods M-S
+  python -m experiments.audit --model my_model.keras --dataset mnist --eps 0.3 --protocol rand
+  python -m experiments.audit --model weights.index --arch mnist_cnn --bayesian --dataset mnist
+
+Saved models load without unpickling: a .keras file (safe mode), a SavedModel folder, or
+weights (a checkpoint prefix or .h5) of one of the project's architectures (--arch).
 """
 import glob
 import os
@@ -19,73 +26,185 @@ from d3_tf import store
 from experiments import common
 
 common.define_trained_rows_flags(["M-S"])
-_N = flags.DEFINE_integer("n", 1000, "Test images audited (the first n of the table's slice).")
-_EPS = flags.DEFINE_float("eps", None, "L∞ budget (default: the table's ε).")
+_N = flags.DEFINE_integer("n", 1000, "Test images audited (the first n of the test set).")
+_EPS = flags.DEFINE_float("eps", None, "Budget (default: the table's ε; with --model: 0.3 for "
+                          "MNIST, 0.03 for CIFAR-10, L∞).")
+_NORM = flags.DEFINE_enum("norm", "inf", ["inf", "l2"], "Norm of the budget.")
+_PROTOCOL = flags.DEFINE_enum("protocol", "full", ["full", "rand", "standard"],
+                              "full: transfer, EOT-PGD, APGD-CE/DLR with EOT, Square; rand: "
+                              "AutoAttack's version for randomised models (APGD-CE and APGD-DLR, "
+                              "EOT 20, no restarts); standard: APGD-CE/DLR without EOT, then Square "
+                              "(deterministic models: warns if the model is random).")
+_PASSES = flags.DEFINE_integer("passes", 20, "Independent forward passes of the expected "
+                               "accuracy, drawn after the attacks.")
 _EOT = flags.DEFINE_list("eot", ["1", "10"], "EOT sample counts R for EOT-PGD, e.g. 1,10,20,50.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Iterations of EOT-PGD and APGD.")
 _RESTARTS = flags.DEFINE_integer("restarts", 5, "Random restarts of EOT-PGD and APGD.")
 _APGD_EOT = flags.DEFINE_integer("apgd_eot", 10, "EOT samples R of APGD-CE / APGD-DLR.")
 _SQUARE = flags.DEFINE_integer("square_queries", 1000, "Square attack queries (0 = skip).")
 _SANITY_N = flags.DEFINE_integer("sanity_n", 100, "Images used by the sanity checks.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts and restarts.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts, restarts and weight draws.")
+_MODEL = flags.DEFINE_string("model", None, "Audit this saved model instead of table rows: a "
+                             ".keras file, a SavedModel folder, or weights (checkpoint prefix, "
+                             ".index or .h5) with --arch.")
+_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"],
+                             "Test set of --model (its first --n images).")
+_NAME = flags.DEFINE_string("name", None, "Name of --model in the report (default: its file or "
+                            "folder name).")
+_ARCH = flags.DEFINE_enum("arch", None, ["mnist_cnn", "vgg16", "madry_mnist"],
+                          "Architecture of a --model weights file.")
+_BAYESIAN = flags.DEFINE_bool("bayesian", False, "The --arch has a Bayesian head.")
+_NUM_DRAWS = flags.DEFINE_integer("num_draws", 10, "K draws of a Bayesian --arch.")
+_WIDTH = flags.DEFINE_float("width", 1.0, "Channel multiplier of --arch vgg16.")
+_ESTIMATOR = flags.DEFINE_enum("estimator", "flipout", list(cfg.ENUMS["estimator"]),
+                               "Bayesian layers of a Bayesian --arch.")
+
+for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n", "passes", "num_draws"):
+  common.validate(_name, cfg.POSITIVE_INT)
+common.validate("square_queries", cfg.COUNT)
+common.validate("seed", cfg.COUNT)
+common.validate("width", cfg.RULES["width"])
+common.validate("eot", common.int_list(1))
+flags.register_validator("model", lambda v: v is None or os.path.exists(v) or os.path.exists(
+    v + ".index"), message="must be an existing file or folder")
+flags.register_validator("eps", lambda v: v is None or (v > 0 and np.isfinite(v)),
+                         message="must be a finite number > 0")
+
+
+def _fmt(value):
+  return "—" if value is None else f"{value:.1f}"
 
 
 def markdown(report):
   lines = ["# Robustness audit", "",
-           f"Per-example worst case over every attack (lower is stronger). ε = {report['eps']}, "
-           f"{report['n']} test images.", "",
-           "| method | clean | paper-protocol PGD | black-box | audited | prediction "
-           "disagreement | sanity checks |", "|---|---|---|---|---|---|---|"]
+           f"Protocol `{report.get('protocol', 'full')}`, ε = {report['eps']} "
+           f"({report.get('norm', 'inf')}), {report['n']} test images. Worst case: an example "
+           "counts as robust only if every attack and every forward pass left it correct; "
+           "expected: its chosen adversarial point re-scored over independent passes, averaged "
+           "(± standard error over examples).", "",
+           "| model | clean | paper-protocol PGD | black-box | audited (worst case) | "
+           "audited (expected) | prediction disagreement | sanity checks |",
+           "|---|---|---|---|---|---|---|---|"]
   for name, row in report["rows"].items():
     failed = [c["check"] for c in row["sanity_checks"] if not c["passed"]]
-    bb = row["sanity_numbers"].get("blackbox")
-    lines.append(f"| {name} | {row['clean']:.1f} | {row['sanity_numbers']['whitebox']:.1f} | "
-                 f"{'—' if bb is None else f'{bb:.1f}'} | {row['audited_robust_accuracy']:.1f} "
-                 f"| {row['prediction_disagreement']:.1f} | "
+    expected = row.get("expected", {}).get("robust")
+    mean = "—" if expected is None else f"{expected['accuracy']:.1f} ± {expected['stderr']:.1f}"
+    lines.append(f"| {name} | {row['clean']:.1f} | {_fmt(row['sanity_numbers']['whitebox'])} | "
+                 f"{_fmt(row['sanity_numbers'].get('blackbox'))} | "
+                 f"{row['audited_robust_accuracy']:.1f} | {mean} | "
+                 f"{row['prediction_disagreement']:.1f} | "
                  f"{'all pass' if not failed else 'FAIL: ' + '; '.join(failed)} |")
   for name, row in report["rows"].items():
     lines += ["", f"## {name}", "", "| attack | examples attacked | accuracy on them | "
               "audited after |", "|---|---|---|---|"]
     for attack, a in row["attacks"].items():
-      acc = "—" if a["accuracy_on_attacked"] is None else f"{a['accuracy_on_attacked']:.1f}"
-      lines.append(f"| {attack} | {a['attacked']} | {acc} | {a.get('audited_after', 0):.1f} |")
+      lines.append(f"| {attack} | {a['attacked']} | {_fmt(a['accuracy_on_attacked'])} | "
+                   f"{a.get('audited_after', 0):.1f} |")
     lines += [""] + [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']} ({c['detail']})"
                      for c in row["sanity_checks"]]
   return "\n".join(lines) + "\n"
 
 
-for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n"):
-  common.validate(_name, cfg.POSITIVE_INT)
-common.validate("square_queries", cfg.COUNT)
-common.validate("seed", cfg.COUNT)
-common.validate("eps", cfg.RULES["eps"])
-common.validate("eot", common.int_list(1))
+def load_model(path):
+  """A saved model, never unpickled: .keras (safe mode), SavedModel, or weights of --arch."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from d3_tf import training  # pylint: disable=g-import-not-at-top
+  if _ARCH.value:
+    arch_kwargs = {"width": _WIDTH.value} if _ARCH.value == "vgg16" else None
+    model = training.build(_ARCH.value, bayesian=_BAYESIAN.value and _ARCH.value != "madry_mnist",
+                           estimator=_ESTIMATOR.value, arch_kwargs=arch_kwargs,
+                           num_draws=_NUM_DRAWS.value)
+    prefix = path[:-len(".index")] if path.endswith(".index") else path
+    try:
+      model.load_weights(prefix).expect_partial()
+    except (ValueError, OSError, KeyError) as e:  # wrong architecture or not a weights file
+      raise cfg.ConfigError(f"--model {path}: not weights of --arch {_ARCH.value} "
+                            f"({str(e).splitlines()[0][:200]})") from None
+    return model
+  if not (path.endswith(".keras") or os.path.isdir(path)):
+    raise cfg.ConfigError(f"--model {path}: a weights file needs --arch (mnist_cnn, vgg16 or "
+                          "madry_mnist); whole models are .keras files or SavedModel folders")
+  try:
+    return tf_keras.models.load_model(path, compile=False, safe_mode=True) if path.endswith(
+        ".keras") else tf_keras.models.load_model(path, compile=False)
+  except (ValueError, OSError, TypeError) as e:
+    raise cfg.ConfigError(f"--model {path}: cannot be loaded ({str(e).splitlines()[0][:200]})"
+                          ) from None
+
+
+def audit_kwargs():
+  return dict(eot=tuple(int(r) for r in _EOT.value), steps=_STEPS.value,
+              restarts=_RESTARTS.value, apgd_eot=_APGD_EOT.value,
+              square_queries=_SQUARE.value, seed=_SEED.value, sanity_n=_SANITY_N.value,
+              norm=_NORM.value, protocol=_PROTOCOL.value, passes=_PASSES.value)
+
+
+def per_example(row):
+  """One record per audited image: robust (worst case), which attack broke it, expected."""
+  return [{"robust": r, "broken_by": b, "expected": e, "expected_clean": c}
+          for r, b, e, c in zip(row.pop("per_example_robust"), row.pop("per_example_broken_by"),
+                                row.pop("per_example_expected"),
+                                row.pop("per_example_expected_clean"))]
+
+
+def main_model():
+  """Audit of one saved model on the first --n test images of --dataset."""
+  from d3_tf import audit, tables  # pylint: disable=g-import-not-at-top
+  model = load_model(_MODEL.value)
+  _, (xt, yt) = common.load_data(_DATASET.value, n_train=1, n_test=_N.value)
+  x, y = xt[:_N.value], yt[:_N.value]
+  shape = tuple(getattr(model, "input_shape", (None,) + x.shape[1:])[1:])
+  if shape != x.shape[1:]:
+    raise cfg.ConfigError(f"--model {_MODEL.value} takes inputs of shape {shape}; "
+                          f"{_DATASET.value} images are {x.shape[1:]}")
+  eps = _EPS.value if _EPS.value is not None else {"mnist": 0.3, "cifar10": 0.03}[_DATASET.value]
+  name = _NAME.value or os.path.basename(os.path.normpath(_MODEL.value))
+  row = audit.run_audit(model, x, y, eps, **audit_kwargs())
+  row["per_example"] = per_example(row)
+  report = {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,
+            "model": _MODEL.value, "dataset": _DATASET.value, "rows": {name: row},
+            "command": tables.TableRun.command("audit"), "git_commit": tables.git_commit(),
+            "versions": tables.versions()}
+  out = FLAGS.output_dir or os.path.join("results", "audit", name.replace(".", "_"))
+  return out, report
+
+
+def main_rows():
+  """Audit of trained table rows (their black-box sets as transfer attacks)."""
+  from d3_tf import advsets, audit  # pylint: disable=g-import-not-at-top
+  table, settings, runner, methods, out = common.trained_rows()
+  n = min(_N.value, len(runner.xe))
+  x, y = runner.xe[:n], runner.ye[:n]
+  eps = _EPS.value if _EPS.value is not None else settings.eps
+  transfer = {}
+  for path in sorted(glob.glob(os.path.join(runner.root, "sets", "blackbox_*.npz"))):
+    xa, ya, meta = advsets.load(path)
+    if len(xa) < n or meta.get("norm", "inf") != _NORM.value or meta.get("eps", eps) > eps:
+      print(f"transfer set {os.path.basename(path)} (ε={meta.get('eps')}, "
+            f"{meta.get('norm')}, {len(xa)} images) does not fit this audit: not used")
+      continue
+    transfer[meta["source"]] = (xa[:n], ya[:n])  # checked by run_audit, refused if it fails
+  report = store.read_json(os.path.join(out, "audit.json"), {"rows": {}})
+  report.update({"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value})
+  for method in methods:
+    row_table = table["rows"].get(method.name, {})
+    print(f"auditing {method.name}")
+    row = audit.run_audit(runner.train(method), x, y, eps, transfer_sets=transfer,
+                          whitebox=row_table.get("pgd"), blackbox=row_table.get("blackbox"),
+                          draws_mode=settings.eval_draws(), **audit_kwargs())
+    row["per_example"] = per_example(row)
+    report["rows"][method.name] = row
+    common.write_report(out, "audit", report, markdown)
+  return out, report
+
+
+FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  from d3_tf import advsets, audit  # pylint: disable=g-import-not-at-top
-  eot = tuple(int(r) for r in _EOT.value)
-  table, settings, runner, methods, out = common.trained_rows()
-  n = min(_N.value, len(runner.xe))
-  x, y = runner.xe[:n], runner.ye[:n]
-  transfer = {}
-  for path in sorted(glob.glob(os.path.join(runner.root, "sets", "blackbox_*.npz"))):
-    xa, ya, meta = advsets.load(path)
-    if len(xa) >= n and np.array_equal(ya[:n], y):
-      transfer[meta["source"]] = xa[:n]
-  report = store.read_json(os.path.join(out, "audit.json"), {"rows": {}})
-  eps = _EPS.value if _EPS.value is not None else settings.eps
-  report.update({"eps": eps, "n": n})
-  for method in methods:
-    row_table = table["rows"].get(method.name, {})
-    print(f"auditing {method.name}")
-    report["rows"][method.name] = audit.run_audit(
-        runner.train(method), x, y, eps, eot=eot, steps=_STEPS.value, restarts=_RESTARTS.value,
-        apgd_eot=_APGD_EOT.value, square_queries=_SQUARE.value, transfer_sets=transfer,
-        seed=_SEED.value, sanity_n=_SANITY_N.value, whitebox=row_table.get("pgd"),
-        blackbox=row_table.get("blackbox"), draws_mode=settings.eval_draws())
-    paths = common.write_report(out, "audit", report, markdown)
+  out, report = main_model() if _MODEL.value else main_rows()
+  paths = common.write_report(out, "audit", report, markdown)
   print(markdown(report))
   print(f"results: {', '.join(paths)}")
 

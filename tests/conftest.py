@@ -21,6 +21,17 @@ def mnist_small():
   return x, y, xt, yt
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory():
+  """After each test module: drop Keras' global state and the graphs its models traced, so
+  that models and tf.function traces do not pile up over the suite (peak memory)."""
+  yield
+  import gc  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  tf_keras.backend.clear_session()
+  gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

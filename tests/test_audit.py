@@ -132,3 +132,86 @@ def test_sanity_checks_catch_a_broken_attack(tiny_models):
   assert not audit.sanity_checks(obfuscated)[-1]["passed"]
   non_monotone = dict(good, by_eps=[(0.0, 90.0), (0.1, 40.0), (0.3, 60.0)])
   assert not audit.sanity_checks(non_monotone)[1]["passed"]
+
+
+def test_deterministic_model_worst_case_equals_expected(tiny_models):
+  _, cnn, x, y = tiny_models
+  report = audit.run_audit(cnn, x, y, 0.1, eot=(1, 4), steps=5, restarts=1, apgd_eot=4,
+                           square_queries=10, sanity_n=8, passes=3, log=lambda s: None)
+  assert not report["randomness"]["stochastic"]
+  assert report["settings"]["eot"] == [1] and report["settings"]["apgd_eot"] == 1
+  assert report["expected_robust_accuracy"] == report["audited_robust_accuracy"]
+  assert report["expected"]["clean"]["accuracy"] == report["clean"]
+  assert report["expected"]["robust"]["pass_std"] == 0.0
+  broken = [b is not None for b in report["per_example_broken_by"]]
+  assert broken == [not r for r in report["per_example_robust"]]
+
+
+def coin_flip(x):
+  """Logits of a model whose prediction is a fair coin flip between classes 0 and 1."""
+  flip = tf.where(tf.random.uniform(tf.shape(x)[:1]) < 0.5, 1.0, -1.0)
+  z = flip * (5.0 + 0.0 * tf.reduce_mean(x, axis=[1, 2, 3]))  # differentiable in x
+  return tf.stack([z, -z] + [tf.zeros_like(z) - 10.0] * 8, axis=1)
+
+
+def test_coin_flip_model_expected_half_and_warning():
+  x = np.random.RandomState(0).rand(64, 4, 4, 1).astype(np.float32)
+  y = np.zeros(64, np.int64)
+  with pytest.warns(UserWarning, match="vary across forward passes"):
+    report = audit.run_audit(coin_flip, x, y, 0.1, steps=3, square_queries=0, sanity_n=16,
+                             protocol="standard", input_shape=(4, 4, 1), num_classes=10,
+                             log=lambda s: None)
+  assert report["randomness"]["stochastic"] and report["randomness"]["logits_vary_pct"] > 30
+  assert abs(report["expected"]["clean"]["accuracy"] - 50.0) < 8.0
+  assert abs(report["expected_robust_accuracy"] - 50.0) < 8.0  # the attacks cannot move it
+  assert report["audited_robust_accuracy"] < 25.0  # the worst case counts the coin as attacks
+
+
+def test_out_of_ball_transfer_set_refused_with_one_line(tiny_models):
+  _, cnn, x, y = tiny_models
+  far = np.clip(x + 0.2, 0.0, 1.0)
+  far[3] = np.clip(x[3] + 0.5, 0, 1)
+  with pytest.raises(d3_tf.settings.ConfigError) as info:
+    audit.run_audit(cnn, x, y, 0.3, transfer_sets={"far": (far, y)}, log=lambda s: None)
+  message = str(info.value)
+  assert "example 3" in message and "beyond ε=0.3" in message and "\n" not in message
+  for bad, what in (((x + 0.1), "outside [0, 1]"), ((x[:4], y[:4]), "shape"),
+                    ((x, (y + 1) % 10), "labels not aligned")):
+    with pytest.raises(d3_tf.settings.ConfigError, match=what.replace("[", r"\[")):
+      audit.check_transfer_set("bad", x, y, *(bad if isinstance(bad, tuple) else (bad, y)),
+                               0.3)
+  audit.check_transfer_set("ok", x, y, np.clip(x + 0.3, 0, 1), y, 0.3)  # on the ball: accepted
+
+
+def test_rand_protocol_end_to_end_and_not_attacked_marked(tiny_models):
+  bnn, _, x, y = tiny_models
+  report = audit.run_audit(bnn, x[:8], y[:8], 0.1, steps=3, sanity_n=4, passes=20,
+                           protocol="rand", log=lambda s: None)
+  assert list(report["attacks"]) == ["apgd_ce:R=20", "apgd_dlr:R=20"]
+  assert report["randomness"]["stochastic"]
+  assert 0 <= report["audited_robust_accuracy"] <= report["clean"]
+  assert 0 <= report["expected_robust_accuracy"] <= 100
+  dlr = report["per_example_by_attack"]["apgd_dlr:R=20"]
+  attacked = report["attacks"]["apgd_dlr:R=20"]["attacked"]
+  assert sum(v is not None for v in dlr) == attacked  # unseen examples: None, not robust
+
+
+def test_estimators_draw_independently_and_reproducibly(tiny_models):
+  bnn, _, x, _ = tiny_models
+  a, b = attacks.DrawAverage(bnn, seed=1), attacks.DrawAverage(bnn, seed=2)
+  first_a, first_b = a(x).numpy(), b(x).numpy()
+  assert not np.allclose(first_a, first_b)  # two estimators: two streams
+  assert not np.allclose(first_a, a(x).numpy())  # one estimator: fresh draws per call
+  again = attacks.DrawAverage(bnn, seed=1)
+  np.testing.assert_allclose(again(x).numpy(), first_a, rtol=1e-5, atol=1e-5)  # reproducible
+  target = audit.Target(bnn, seed=3)
+  p, q = target.estimator(), target.estimator()
+  assert not np.allclose(p.predict(x), q.predict(x))
+
+
+def test_forward_pass_traced_once_for_ragged_batches(tiny_models):
+  bnn, _, x, _ = tiny_models
+  est = attacks.classifier(bnn, seed=0)
+  est.predict(np.concatenate([x] * 9), batch_size=128)  # 144 images: batches of 128 and 16
+  est.loss_gradient(x[:5], attacks.one_hot(np.zeros(5, np.int64)))
+  assert est.model.tracing_count() == 1
