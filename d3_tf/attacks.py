@@ -188,7 +188,7 @@ def predict_labels(estimator, x, batch_size=256):
 
 
 def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=False,
-                    desc="attack"):
+                    desc="attack", verbose=True):
   """Clean and adversarial accuracy (%) of ``estimator`` on (x, y).
 
   Args:
@@ -198,6 +198,7 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
     attack: an ART evasion attack, or None (clean only: adversarial = clean).
     batch_size: images per attack call (progress bar steps).
     return_adv: also return the adversarial images.
+    verbose: print a progress bar and one line when done.
 
   Returns:
     dict with "clean" and "adversarial" accuracy in percent, "n", and "x_adv"
@@ -207,7 +208,8 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
     estimator = classifier(estimator)
   clean_hits, adv_hits, advs = 0, 0, []
   timer = progress.Timer()
-  for start in progress.bar(range(0, len(x), batch_size), desc):
+  batches = range(0, len(x), batch_size)
+  for start in progress.bar(batches, desc) if verbose else batches:
     xb, yb = x[start:start + batch_size], y[start:start + batch_size]
     clean_pred = predict_labels(estimator, xb, batch_size)
     clean_hits += int(np.sum(clean_pred == yb))
@@ -221,8 +223,9 @@ def robust_accuracy(estimator, x, y, attack=None, batch_size=128, return_adv=Fal
       advs.append(xa)
   out = {"clean": 100.0 * clean_hits / len(x), "adversarial": 100.0 * adv_hits / len(x),
          "n": int(len(x))}
-  timer.done(f"{desc}: {len(x)} images, clean {out['clean']:.1f}%" + (
-      f", adversarial {out['adversarial']:.1f}%" if attack is not None else ""))
+  if verbose:
+    timer.done(f"{desc}: {len(x)} images, clean {out['clean']:.1f}%" + (
+        f", adversarial {out['adversarial']:.1f}%" if attack is not None else ""))
   if return_adv:
     out["x_adv"] = np.concatenate(advs)
   return out

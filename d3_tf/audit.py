@@ -286,7 +286,8 @@ def _generator(attack, nb_classes):
 def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
               square_queries=1000, transfer_sets=None, norm="inf", seed=0, batch_size=128,
               sanity_n=100, whitebox=None, blackbox=None, every_example=False, log=print,
-              draws_mode=None, protocol="full", passes=20, input_shape=None, num_classes=None):
+              draws_mode=None, protocol="full", passes=20, input_shape=None, num_classes=None,
+              verbose=True):
   """The audit of one model on (x, y); returns a JSON-able dict.
 
   Args:
@@ -304,6 +305,8 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
     protocol: "full", "rand" or "standard" (module docstring).
     passes: independent forward passes of the expected accuracy (≥ 20 recommended).
     input_shape, num_classes: for a callable that is not a Keras model.
+    log, verbose: where the audit's own lines go; ``verbose=False`` also silences the
+      per-attack progress lines of the sanity checks.
   """
   if protocol not in PROTOCOLS:
     raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
@@ -351,7 +354,7 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
               "clean": expected_accuracy(scorer, x, y, passes)}
   n = min(sanity_n, len(x))
   make_pgd = lambda e, step, iters: attacks.pgd(est, e, step, iters, norm, batch_size=batch_size)
-  numbers = sanity_numbers(est, x[:n], y[:n], eps, make_pgd, norm)
+  numbers = sanity_numbers(est, x[:n], y[:n], eps, make_pgd, norm, verbose)
   numbers["whitebox"] = whitebox if whitebox is not None else numbers["by_steps"][1][1]
   numbers["blackbox"] = blackbox
   log(f"audit: worst-case {cascade.audited:.1f}%, expected "

@@ -154,14 +154,14 @@ def sanity_checks(numbers, tolerance=1.0):
   return checks
 
 
-def sanity_numbers(estimator, x, y, eps, make_pgd, norm="inf"):
+def sanity_numbers(estimator, x, y, eps, make_pgd, norm="inf", verbose=True):
   """The numbers behind :func:`sanity_checks` (except white/black-box), on (x, y).
 
   ``make_pgd(eps, eps_step, max_iter)`` builds the PGD attack to check, so a
   broken attack can be fed in and caught.
   """
-  acc = lambda attack: attacks.robust_accuracy(estimator, x, y, attack, desc="sanity")[
-      "adversarial"]
+  acc = lambda attack: attacks.robust_accuracy(estimator, x, y, attack, desc="sanity",
+                                               verbose=verbose)["adversarial"]
   by_eps = [(0.0, acc(None))] + [(e, acc(make_pgd(e, 2.5 * e / 40, 40)))
                                  for e in (eps / 4, eps / 2, eps)]
   by_steps = [(s, acc(make_pgd(eps, 2.5 * eps / s, s))) for s in (10, 40, 100)]

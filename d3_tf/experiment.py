@@ -104,13 +104,26 @@ class Runner:
     return tf_keras.optimizers.Adam(learning_rate)
 
   def epochs(self, method):
-    """Training epochs of a row: ``conventional_epochs`` for the conventional row if set."""
+    """Training epochs of a row: ``conventional_epochs`` for the conventional row if set
+    (``adv_epochs`` for the Adv-CNN if set)."""
+    if method.adversarial and not method.bayesian and self.s.adv_epochs:
+      return self.s.adv_epochs
     if not method.bayesian and self.s.conventional_epochs:
       return self.s.conventional_epochs
     return self.s.epochs
 
   def warm_started(self, method):
-    return bool(self.s.warm_start_lr) and method.bayesian
+    """Whether a row starts from a trained row: Bayesian rows from the conventional one (the
+    Adv-BNN from the Adv-CNN) with ``warm_start_lr``; the Adv-CNN from the conventional row
+    with ``adv_warm_start_lr``."""
+    if method.bayesian:
+      return bool(self.s.warm_start_lr)
+    return method.adversarial and bool(self.s.adv_warm_start_lr)
+
+  def learning_rate(self, method):
+    if not self.warm_started(method):
+      return self.s.learning_rate
+    return self.s.warm_start_lr if method.bayesian else self.s.adv_warm_start_lr
 
   def adversary(self, method, n_train, epochs=None):
     """The PGD training of an Adv row (None for the others): ε ramped up over
@@ -137,9 +150,8 @@ class Runner:
           n_train=n_train, kl_weight=s.kl_weight, penalty_reduction=s.penalty_reduction,
           draws_mode=s.draws_mode, norm_floor=s.norm_floor,
           penalty_examples=s.penalty_examples, adversarial=self.adversary(method, n_train))
-      model.compile(optimizer=self.optimizer(
-          s.warm_start_lr if self.warm_started(method) else s.learning_rate,
-          self.epochs(method), n_train))
+      model.compile(optimizer=self.optimizer(self.learning_rate(method), self.epochs(method),
+                                             n_train))
     return model
 
   def row_dir(self, name):
@@ -195,10 +207,10 @@ class Runner:
       x, y = advsets.append(x, y, xa, ya)
     model = self.build(method, n_train=len(x))
     if self.warm_started(method):  # a resumed run then restores its own last epoch
-      source = self.conventional(method.adversarial)
-      training.warm_start(model, source)
+      from_adv = method.adversarial and method.bayesian  # the Adv-BNN from the Adv-CNN
+      training.warm_start(model, self.conventional(from_adv))
       self.log(f"row {method.name}: starts from the trained "
-               f"{'Adv-CNN' if method.adversarial else CONVENTIONAL[self.s.dataset]} row")
+               f"{'Adv-CNN' if from_adv else CONVENTIONAL[self.s.dataset]} row")
     epochs = self.epochs(method)
     callbacks = []
     if self.s.epoch_eval_n:

@@ -120,7 +120,8 @@ def table_markdown(results, published, title, clean_reference=None):
     ref = published.get(name, {})
     cells = []
     for key, _ in COLUMNS:
-      ref_value = ref.get(key, clean_reference if key == "clean" else None)
+      ref_value = ref.get(key, clean_reference if key == "clean" and name not in
+                          cfg.EXTRA_ROWS else None)
       cells += [_fmt(row.get(key)), _fmt(ref_value), _delta(row.get(key), ref_value)]
     if audited:
       worst, mean = row.get("audited"), row.get("audit", {}).get("expected_robust_accuracy")
@@ -168,8 +169,10 @@ def budget_markdown(results, title):
       ref = paper.table3_value(name, b)
       more = [_fmt(row.get("budgets_scaled", {}).get(str(b), ours if b == 0 else None))]
       cells += [_fmt(ours)] + (more if scaled else []) + [_fmt(ref), _delta(ours, ref)]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  for name in paper.TABLE3_REFERENCE_ONLY:
+    label = f"{name} (trained here; paper: Liu et al.'s, quoted)" if name in \
+        paper.TABLE3_REFERENCE_ONLY else name
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  for name in [n for n in paper.TABLE3_REFERENCE_ONLY if n not in results["rows"]]:
     cells = []
     for b in budgets:
       cells += ["—"] + (["—"] if scaled else []) + [_fmt(paper.table3_value(name, b)), "—"]

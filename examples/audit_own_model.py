@@ -19,7 +19,7 @@ def main(n_train=3000, n_audit=100, epochs=3):
   (x, y), (xt, yt) = d3_tf.data.load_mnist(source="embedded", n_train=n_train)
   model.fit(x, y, epochs=epochs, verbose=0)
   report = audit.run_audit(model, xt[:n_audit], yt[:n_audit], eps=0.1, protocol="rand",
-                           log=lambda line: None)
+                           log=lambda line: None, verbose=False)  # quiet: report only
   print(f"clean {report['clean']:.1f}%, worst-case audited {report['audited_robust_accuracy']:.1f}%"
         f", expected {report['expected_robust_accuracy']:.1f}%, logits random: "
         f"{report['randomness']['stochastic']}")

@@ -67,8 +67,7 @@ common.validate("width", cfg.RULES["width"])
 common.validate("eot", common.int_list(1))
 flags.register_validator("model", lambda v: v is None or os.path.exists(v) or os.path.exists(
     v + ".index"), message="must be an existing file or folder")
-flags.register_validator("eps", lambda v: v is None or (v > 0 and np.isfinite(v)),
-                         message="must be a finite number > 0")
+common.validate("eps", cfg.RULES["eps"])
 
 
 def _fmt(value):

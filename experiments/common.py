@@ -92,6 +92,21 @@ _HELP = {
                      "start from the trained conventional row (its trunk, and its head's "
                      "weights as posterior means; σ from --posterior_init) and are trained "
                      "with their own loss at this Adam rate. A deviation from the paper.",
+    "adv_iters": "PGD iterations inside each adversarial training step of the Adv-CNN / "
+                 "Adv-BNN rows (and of a --surrogate_adv_mode=warmup surrogate); random start, "
+                 "step 2.5·eps/iterations.",
+    "adv_warmup_epochs": "Epochs over which the adversarial training's eps ramps linearly from 0 "
+                         "to --eps (rows trained from scratch; a warm-started row starts at "
+                         "--eps).",
+    "surrogate_adv_mode": "How the adversarial black-box surrogate is trained: art (ART's "
+                          "AdversarialTrainerMadryPGD, no eps ramp: the committed presets) or "
+                          "warmup (d3_tf's PGD training with the eps ramp, as the Adv rows).",
+    "surrogate_adv_epochs": "Training epochs of the adversarial surrogate (0 = "
+                            "--surrogate_epochs).",
+    "adv_epochs": "Training epochs of the Adv-CNN row (0 = those of the conventional row).",
+    "adv_warm_start_lr": "0: the Adv-CNN is trained from scratch. > 0: it starts from the "
+                         "trained conventional row and trains at this Adam rate (a deviation "
+                         "from Madry et al.).",
 }
 _TUNABLE = [f for f in dataclasses.fields(cfg.Settings) if f.name in _HELP]
 
@@ -151,11 +166,13 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   flags.DEFINE_enum("preset", default_preset, presets(dataset), presets_doc)
   if methods:
     rows = cfg.ALL_ROWS[dataset]
+    own = "; ".join(f"--preset {p}: {', '.join(r)}" for (d, p), r in cfg.PRESET_ROWS.items()
+                    if d == dataset)
     flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default: the "
-                      f"paper's rows, {', '.join(cfg.TABLE_ROWS[dataset])}; --preset robust: "
-                      f"{', '.join(cfg.PRESET_ROWS[(dataset, 'robust')]) if (dataset, 'robust') in cfg.PRESET_ROWS else '—'}). "
-                      f"Also the reference rows {', '.join(cfg.EXTRA_ROWS)} (PGD adversarial "
-                      "training, not in the paper's Tables 1-2).")
+                      f"paper's rows, {', '.join(cfg.TABLE_ROWS[dataset])}"
+                      + (f"; {own}" if own else "") + f"). Also {', '.join(cfg.EXTRA_ROWS)}: "
+                      "PGD adversarial training (Madry et al.; Adv-BNN: Liu et al.), reference "
+                      "rows not in the paper's table.")
     validate("methods", _list_of(rows, ", ".join(rows)))
     flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
                       "black-box column.")

@@ -90,7 +90,7 @@ def test_audit_column_and_audit_binary(tmp_path):
   row = json.load(open(tmp_path / "out" / "results.json"))["rows"]["BNN"]
   assert 0 <= row["audited"] <= 100 and row["audit"]["n"] == 8
   header = next(l for l in open(tmp_path / "out" / "table.md") if l.startswith("| method"))
-  assert header.strip().endswith("Audited |")
+  assert header.strip().endswith("Audited (worst / expected) |")
   audit = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
                      "BNN", "--n", "8", "--steps", "3", "--restarts", "1", "--eot", "1",
                      "--apgd_eot", "1", "--square_queries", "5", "--sanity_n", "8", cwd=tmp_path)
@@ -317,3 +317,15 @@ def test_figure1_keeps_one_row_of_two_configurations_apart(monkeypatch, tmp_path
   assert lines["M-S paper"].get_color() != lines["M paper"].get_color()
   assert lines["M-S paper"].get_linestyle() != lines["M-S verdict"].get_linestyle()
   assert lines["M-S paper"].get_linestyle() == lines["M paper"].get_linestyle()
+
+
+def test_train_only_trains_an_adv_row_and_evaluates_nothing(tmp_path):
+  proc = run_binary("mnist_table1", "--preset", "smoke", "--methods", "Adv-CNN", "--noblackbox",
+                    "--train_only", "--output_dir", "out", "--models_dir", "models", cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "PGD-10 adversarial training at ε=0.3" in proc.stdout
+  [root] = [p for p in (tmp_path / "models").iterdir() if p.is_dir()]
+  assert (root / "Adv-CNN" / "final" / "weights.index").exists()
+  log = (root / "Adv-CNN" / "log.csv").read_text()
+  assert "adv_eps" in log.splitlines()[0]
+  assert not (tmp_path / "out").exists()  # nothing evaluated, no table

@@ -103,3 +103,24 @@ def test_table_note_gives_the_audited_image_count():
   assert "| M |" in text and text.count("| 0.5 |") == 1
   del results["rows"]["M"]["audit"]
   assert "attacks on the first test images" in tables.table_markdown(results, paper.TABLE1, "T")
+
+
+def test_table_marks_reference_rows_and_shows_worst_and_expected():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from d3_tf import paper, settings, tables  # pylint: disable=g-import-not-at-top
+  s = dataclasses.asdict(settings.PRESETS[("mnist", "robust")])
+  row = {"clean": 98.0, "fgsm": 90.0, "pgd": 88.0, "blackbox": 95.0, "n_eval": 1000}
+  results = {"preset": "robust", "settings": s, "rows": {
+      "Adv-CNN": dict(row, audited=86.5, audit={"n": 200, "expected_robust_accuracy": 86.5}),
+      "CNN": dict(row, audited=0.0, audit={"n": 200, "expected_robust_accuracy": 0.2})}}
+  text = tables.table_markdown(results, paper.TABLE1, "Table 1")
+  assert "Audited (worst / expected) |" in text
+  assert "| Adv-CNN (not in the paper) | 98.0 | — | — | 90.0 | — | — |" in text
+  assert text.rstrip().count("| 86.5 / 86.5 |") == 1 and "| 0.0 / 0.2 |" in text
+  budgets = {"preset": "robust", "settings": dataclasses.asdict(
+      settings.PRESETS[("cifar10", "robust")]), "budgets": [0.015], "scale_step": False,
+             "rows": {"Adv-CNN": {"budgets": {"0.015": 40.0}}}}
+  text = tables.budget_markdown(budgets, "Table 3")
+  assert "| Adv-CNN (trained here; paper: Liu et al.'s, quoted) | 40.0 | 58.3 | -18.3 |" in text
+  assert "| Adv-BNN (Liu et al., quoted) | — | 68.7 | — |" in text
+  assert text.count("Adv-CNN") == 1
