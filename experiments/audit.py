@@ -114,12 +114,22 @@ def load_model(path):
                            estimator=_ESTIMATOR.value, arch_kwargs=arch_kwargs,
                            num_draws=_NUM_DRAWS.value)
     prefix = path[:-len(".index")] if path.endswith(".index") else path
-    try:
-      model.load_weights(prefix).expect_partial()
-    except (ValueError, OSError, KeyError) as e:  # wrong architecture or not a weights file
-      raise cfg.ConfigError(f"--model {path}: not weights of --arch {_ARCH.value} "
-                            f"({str(e).splitlines()[0][:200]})") from None
-    return model
+    if prefix.endswith(".h5"):
+      model.load_weights(prefix)
+      return model
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    # save_weights checkpoints have the model as root; Keras' BackupAndRestore epoch
+    # checkpoints hold it under "model". Every variable of the model must be restored.
+    error = None
+    for restore in (model.load_weights, tf.train.Checkpoint(model=model).restore):
+      try:
+        restore(prefix).assert_existing_objects_matched()
+        return model
+      except (AssertionError, ValueError, OSError, KeyError, tf.errors.OpError) as e:
+        error = e
+    raise cfg.ConfigError(f"--model {path}: not weights of --arch {_ARCH.value}"
+                          + (" with --bayesian" if _BAYESIAN.value else "")
+                          + f" ({str(error).splitlines()[0][:200]})")
   if not (path.endswith(".keras") or os.path.isdir(path)):
     raise cfg.ConfigError(f"--model {path}: a weights file needs --arch (mnist_cnn, vgg16 or "
                           "madry_mnist); whole models are .keras files or SavedModel folders")
