@@ -215,3 +215,36 @@ def test_forward_pass_traced_once_for_ragged_batches(tiny_models):
   est.predict(np.concatenate([x] * 9), batch_size=128)  # 144 images: batches of 128 and 16
   est.loss_gradient(x[:5], attacks.one_hot(np.zeros(5, np.int64)))
   assert est.model.tracing_count() == 1
+
+
+def test_audit_binary_on_a_saved_keras_model_and_on_weights(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  keras_model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
+                                     tf_keras.layers.Dense(10)])
+  keras_model.save(tmp_path / "mlp.keras")
+  d3_tf.build("mnist_cnn", bayesian=False, seed=3).save_weights(str(tmp_path / "cnn" / "w"))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.pop(data.ENV_VAR, None)  # the first test images of the embedded slice
+  tiny = ["--dataset", "mnist", "--data_source", "embedded", "--n", "6", "--steps", "2",
+          "--square_queries", "0", "--sanity_n", "4", "--passes", "3", "--protocol", "standard"]
+  for name, extra in (("mlp", ["--model", "mlp.keras"]),
+                      ("cnn", ["--model", "cnn/w.index", "--arch", "mnist_cnn"])):
+    proc = subprocess.run([sys.executable, "-m", "experiments.audit", *extra, *tiny,
+                           "--output_dir", name], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(tmp_path / name / "audit.json"))
+    [row] = report["rows"].values()
+    assert len(row["per_example"]) == 6 and {"robust", "broken_by", "expected"} <= set(
+        row["per_example"][0])
+    assert report["protocol"] == "standard" and row["settings"]["seed"] == 0
+    assert row["audited_robust_accuracy"] == row["expected_robust_accuracy"]  # deterministic
+  wrong = subprocess.run([sys.executable, "-m", "experiments.audit", "--model", "cnn/w.index",
+                          "--arch", "vgg16", *tiny], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+  lines = [l for l in (wrong.stdout + wrong.stderr).splitlines() if l.strip()]
+  assert wrong.returncode == 1 and lines[-1].startswith("error: --model cnn/w.index: not weights")
