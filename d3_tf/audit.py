@@ -128,23 +128,24 @@ class Target:
 
   def estimator(self, eot_samples=1, loss="ce"):
     """An ART classifier over a fresh forward pass whose loss gradient averages R passes."""
-    loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
-                   tf_keras.losses.CategoricalCrossentropy(
-                       from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
-    return attacks.untraced(EOTClassifier(
-        model=self.forward(), nb_classes=self.num_classes, input_shape=self.input_shape,
-        loss_object=loss_object, clip_values=(0.0, 1.0), eot_samples=eot_samples))
+    return _eot_estimator(self.forward(), self.num_classes, self.input_shape, eot_samples, loss)
 
 
-def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=None, seed=None):
-  """An ART classifier over a D3Model's K-draw logit average with EOT-averaged gradients."""
+def _eot_estimator(forward, num_classes, input_shape, eot_samples, loss):
+  """EOTClassifier over ``forward`` with a SUM-reduced CE or DLR loss (per-example gradients)."""
   loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
                  tf_keras.losses.CategoricalCrossentropy(
                      from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
   return attacks.untraced(EOTClassifier(
-      model=attacks.DrawAverage(model, num_draws, draws_mode=draws_mode, seed=seed),
-      nb_classes=int(model.head.output_shape[-1]), input_shape=tuple(model.trunk.input_shape[1:]),
+      model=forward, nb_classes=num_classes, input_shape=tuple(input_shape),
       loss_object=loss_object, clip_values=(0.0, 1.0), eot_samples=eot_samples))
+
+
+def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=None, seed=None):
+  """An ART classifier over a D3Model's K-draw logit average with EOT-averaged gradients."""
+  return _eot_estimator(attacks.DrawAverage(model, num_draws, draws_mode=draws_mode, seed=seed),
+                        int(model.head.output_shape[-1]), model.trunk.input_shape[1:],
+                        eot_samples, loss)
 
 
 def posterior_mean_model(model):

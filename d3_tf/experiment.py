@@ -130,10 +130,12 @@ class Runner:
     ``adv_warmup_epochs`` unless the row starts from a trained (robust) model."""
     if not method.adversarial:
       return None
-    s = self.s
-    warmup = 0 if self.warm_started(method) else int(round(
-        s.adv_warmup_epochs * -(-n_train // s.batch_size)))
-    return adversarial.PGDTraining(s.eps, s.adv_iters, warmup)
+    warmup = 0 if self.warm_started(method) else self.warmup_steps(n_train)
+    return adversarial.PGDTraining(self.s.eps, self.s.adv_iters, warmup)
+
+  def warmup_steps(self, n_train):
+    """Optimizer steps of ``adv_warmup_epochs`` on ``n_train`` images."""
+    return int(round(self.s.adv_warmup_epochs * -(-n_train // self.s.batch_size)))
 
   def build(self, method, n_train):
     s = self.s
@@ -260,8 +262,8 @@ class Runner:
       epochs = s.surrogate_adv_epochs or s.surrogate_epochs if warmup else s.surrogate_epochs
       tf_keras.utils.set_random_seed(s.seed + 1000 + len(out))
       with self.strategy.scope():
-        adversary = adversarial.PGDTraining(s.eps, s.adv_iters, int(round(
-            s.adv_warmup_epochs * -(-len(self.x) // s.batch_size)))) if warmup else None
+        adversary = adversarial.PGDTraining(s.eps, s.adv_iters, self.warmup_steps(
+            len(self.x))) if warmup else None
         model = training.build(arch, bayesian=False, seed=s.seed + 1000 + len(out),
                                arch_kwargs={"width": s.width} if arch == "vgg16" else None,
                                adversarial=adversary)
