@@ -17,8 +17,8 @@ weights (a checkpoint prefix or .h5) of one of the project's architectures (--ar
 """
 import glob
 import os
+import time
 
-import numpy as np
 from absl import flags
 
 from d3_tf import settings as cfg
@@ -44,29 +44,13 @@ _APGD_EOT = flags.DEFINE_integer("apgd_eot", 10, "EOT samples R of APGD-CE / APG
 _SQUARE = flags.DEFINE_integer("square_queries", 1000, "Square attack queries (0 = skip).")
 _SANITY_N = flags.DEFINE_integer("sanity_n", 100, "Images used by the sanity checks.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts, restarts and weight draws.")
-_MODEL = flags.DEFINE_string("model", None, "Audit this saved model instead of table rows: a "
-                             ".keras file, a SavedModel folder, or weights (checkpoint prefix, "
-                             ".index or .h5) with --arch.")
-_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"],
-                             "Test set of --model (its first --n images).")
-_NAME = flags.DEFINE_string("name", None, "Name of --model in the report (default: its file or "
-                            "folder name).")
-_ARCH = flags.DEFINE_enum("arch", None, ["mnist_cnn", "vgg16", "madry_mnist"],
-                          "Architecture of a --model weights file.")
-_BAYESIAN = flags.DEFINE_bool("bayesian", False, "The --arch has a Bayesian head.")
-_NUM_DRAWS = flags.DEFINE_integer("num_draws", 10, "K draws of a Bayesian --arch.")
-_WIDTH = flags.DEFINE_float("width", 1.0, "Channel multiplier of --arch vgg16.")
-_ESTIMATOR = flags.DEFINE_enum("estimator", "flipout", list(cfg.ENUMS["estimator"]),
-                               "Bayesian layers of a Bayesian --arch.")
+common.define_model_flags("Audit this saved model instead of table rows")
 
-for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n", "passes", "num_draws"):
+for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n", "passes"):
   common.validate(_name, cfg.POSITIVE_INT)
 common.validate("square_queries", cfg.COUNT)
 common.validate("seed", cfg.COUNT)
-common.validate("width", cfg.RULES["width"])
 common.validate("eot", common.int_list(1))
-flags.register_validator("model", lambda v: v is None or os.path.exists(v) or os.path.exists(
-    v + ".index"), message="must be an existing file or folder")
 common.validate("eps", cfg.RULES["eps"])
 
 
@@ -104,43 +88,6 @@ def markdown(report):
   return "\n".join(lines) + "\n"
 
 
-def load_model(path):
-  """A saved model, never unpickled: .keras (safe mode), SavedModel, or weights of --arch."""
-  import tf_keras  # pylint: disable=g-import-not-at-top
-  from d3_tf import training  # pylint: disable=g-import-not-at-top
-  if _ARCH.value:
-    arch_kwargs = {"width": _WIDTH.value} if _ARCH.value == "vgg16" else None
-    model = training.build(_ARCH.value, bayesian=_BAYESIAN.value and _ARCH.value != "madry_mnist",
-                           estimator=_ESTIMATOR.value, arch_kwargs=arch_kwargs,
-                           num_draws=_NUM_DRAWS.value)
-    prefix = path[:-len(".index")] if path.endswith(".index") else path
-    if prefix.endswith(".h5"):
-      model.load_weights(prefix)
-      return model
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    # save_weights checkpoints have the model as root; Keras' BackupAndRestore epoch
-    # checkpoints hold it under "model". Every variable of the model must be restored.
-    error = None
-    for restore in (model.load_weights, tf.train.Checkpoint(model=model).restore):
-      try:
-        restore(prefix).assert_existing_objects_matched()
-        return model
-      except (AssertionError, ValueError, OSError, KeyError, tf.errors.OpError) as e:
-        error = e
-    raise cfg.ConfigError(f"--model {path}: not weights of --arch {_ARCH.value}"
-                          + (" with --bayesian" if _BAYESIAN.value else "")
-                          + f" ({str(error).splitlines()[0][:200]})")
-  if not (path.endswith(".keras") or os.path.isdir(path)):
-    raise cfg.ConfigError(f"--model {path}: a weights file needs --arch (mnist_cnn, vgg16 or "
-                          "madry_mnist); whole models are .keras files or SavedModel folders")
-  try:
-    return tf_keras.models.load_model(path, compile=False, safe_mode=True) if path.endswith(
-        ".keras") else tf_keras.models.load_model(path, compile=False)
-  except (ValueError, OSError, TypeError) as e:
-    raise cfg.ConfigError(f"--model {path}: cannot be loaded ({str(e).splitlines()[0][:200]})"
-                          ) from None
-
-
 def audit_kwargs():
   return dict(eot=tuple(int(r) for r in _EOT.value), steps=_STEPS.value,
               restarts=_RESTARTS.value, apgd_eot=_APGD_EOT.value,
@@ -159,21 +106,16 @@ def per_example(row):
 def main_model():
   """Audit of one saved model on the first --n test images of --dataset."""
   from d3_tf import audit, tables  # pylint: disable=g-import-not-at-top
-  model = load_model(_MODEL.value)
-  _, (xt, yt) = common.load_data(_DATASET.value, n_train=1, n_test=_N.value)
-  x, y = xt[:_N.value], yt[:_N.value]
-  shape = tuple(getattr(model, "input_shape", (None,) + x.shape[1:])[1:])
-  if shape != x.shape[1:]:
-    raise cfg.ConfigError(f"--model {_MODEL.value} takes inputs of shape {shape}; "
-                          f"{_DATASET.value} images are {x.shape[1:]}")
-  eps = _EPS.value if _EPS.value is not None else {"mnist": 0.3, "cifar10": 0.03}[_DATASET.value]
-  name = _NAME.value or os.path.basename(os.path.normpath(_MODEL.value))
+  t0 = time.time()
+  model, x, y = common.load_model(_N.value)
+  eps = _EPS.value if _EPS.value is not None else {"mnist": 0.3, "cifar10": 0.03}[FLAGS.dataset]
+  name = common.model_name()
   row = audit.run_audit(model, x, y, eps, **audit_kwargs())
   row["per_example"] = per_example(row)
   report = {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,
-            "model": _MODEL.value, "dataset": _DATASET.value, "rows": {name: row},
+            "model": FLAGS.model, "dataset": FLAGS.dataset, "rows": {name: row},
             "command": tables.TableRun.command("audit"), "git_commit": tables.git_commit(),
-            "versions": tables.versions()}
+            "versions": tables.versions(), "wall_seconds": time.time() - t0}
   out = FLAGS.output_dir or os.path.join("results", "audit", name.replace(".", "_"))
   return out, report
 
@@ -212,7 +154,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  out, report = main_model() if _MODEL.value else main_rows()
+  out, report = main_model() if FLAGS.model else main_rows()
   paths = common.write_report(out, "audit", report, markdown)
   print(markdown(report))
   print(f"results: {', '.join(paths)}")

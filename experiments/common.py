@@ -254,6 +254,46 @@ def define_trained_rows_flags(default_methods):
   validate("methods", _list_of(rows, "table rows (" + ", ".join(rows) + ")"))
 
 
+def define_model_flags(what):
+  """Flags of the binaries that take one saved model (--model) and its test set."""
+  flags.DEFINE_string("model", None, f"{what}: a .keras file, a SavedModel folder, or weights "
+                      "(checkpoint prefix, .index or .h5) with --arch. Never unpickled.")
+  flags.register_validator("model", lambda v: v is None or os.path.exists(v) or os.path.exists(
+      v + ".index"), message="must be an existing file or folder")
+  flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"],
+                    "Test set of --model (its first --n images).")
+  flags.DEFINE_string("name", None, "Name of --model in the report (default: its file or "
+                      "folder name).")
+  flags.DEFINE_enum("arch", None, ["mnist_cnn", "vgg16", "madry_mnist"],
+                    "Architecture of a --model weights file.")
+  flags.DEFINE_bool("bayesian", False, "The --arch has a Bayesian head.")
+  flags.DEFINE_integer("num_draws", 10, "K draws of a Bayesian --arch.")
+  flags.DEFINE_float("width", 1.0, "Channel multiplier of --arch vgg16.")
+  flags.DEFINE_enum("estimator", "flipout", list(cfg.ENUMS["estimator"]),
+                    "Bayesian layers of a Bayesian --arch.")
+  validate("num_draws", cfg.POSITIVE_INT)
+  validate("width", cfg.RULES["width"])
+
+
+def load_model(n):
+  """(model, x, y): the model of --model (d3_tf.saved: nothing is unpickled) and the first
+  ``n`` test images of --dataset; ConfigError if it does not load or does not take them."""
+  from d3_tf import saved  # pylint: disable=g-import-not-at-top
+  model = saved.load(FLAGS.model, FLAGS.arch, FLAGS.bayesian, FLAGS.estimator,
+                     FLAGS.num_draws, FLAGS.width)
+  _, (xt, yt) = load_data(FLAGS.dataset, n_train=1, n_test=n)
+  x, y = xt[:n], yt[:n]
+  shape = tuple(getattr(model, "input_shape", (None,) + x.shape[1:])[1:])
+  if shape != x.shape[1:]:
+    raise cfg.ConfigError(f"--model {FLAGS.model} takes inputs of shape {shape}; "
+                          f"{FLAGS.dataset} images are {x.shape[1:]}")
+  return model, x, y
+
+
+def model_name():
+  return FLAGS.name or os.path.basename(os.path.normpath(FLAGS.model))
+
+
 def trained_rows():
   """(table results, settings, Runner, methods, output dir) from the flags above.
 
