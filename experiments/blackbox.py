@@ -31,8 +31,11 @@ flags.register_validator("sets", lambda v: v is None or all(os.path.isfile(p) fo
                          message="must be existing .npz files")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where blackbox.json / blackbox.md go "
                                   "(default: results/blackbox/<name>).")
+_N_CLEAN = flags.DEFINE_integer("n_clean", 0, "Test images of the clean accuracy (0 = the sets' "
+                                "images).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the Bayesian head's weight draws.")
 common.validate("seed", cfg.COUNT)
+common.validate("n_clean", cfg.COUNT)
 
 FLAGS = flags.FLAGS
 
@@ -42,12 +45,12 @@ def markdown(report):
   lines = ["# Black-box accuracy on saved transfer sets", "",
            "Accuracy (%) on each surrogate's PGD examples of the first test images; "
            "*black-box* is the lowest, as in the tables.", "",
-           "| model | clean | " + " | ".join(sources) + " | black-box |",
+           "| model | clean (test images) | " + " | ".join(sources) + " | black-box |",
            "|---" * (3 + len(sources)) + "|"]
   for name, row in report["rows"].items():
-    lines.append(f"| {name} | {row['clean']:.1f} | " + " | ".join(
-        f"{row['per_set'][s]:.1f}" if s in row["per_set"] else "—" for s in sources)
-                 + f" | {row['blackbox']:.1f} |")
+    cells = [f"{row['per_set'][s]:.1f}" if s in row["per_set"] else "—" for s in sources]
+    lines.append(f"| {name} | {row['clean']:.1f} ({row.get('n_clean', row['n'])}) | "
+                 + " | ".join(cells) + f" | {row['blackbox']:.1f} |")
   lines += ["", "Sets (surrogate: its clean accuracy / its accuracy on its own set, images):"]
   for source, meta in sorted(report["sets"].items()):
     lines.append(f"- {source}: {meta.get('source_clean_accuracy', float('nan')):.1f} / "
@@ -64,13 +67,16 @@ def main(argv):
   t0 = time.time()
   sets = [(path,) + advsets.load(path) for path in FLAGS.sets]
   n = min(len(xa) for _, xa, _, _ in sets)
-  model, x, y = common.load_model(n)
+  n_clean = _N_CLEAN.value or n
+  model, xc, yc = common.load_model(max(n, n_clean))
+  x, y = xc[:n], yc[:n]
   tf.keras.utils.set_random_seed(_SEED.value)
   if isinstance(model, training.D3Model):
     est = attacks.classifier(model, seed=_SEED.value)
   else:
     est = audit.Target(model).estimator()
-  row = {"clean": attacks.accuracy_on(est, x, y), "n": n, "per_set": {}, "model": FLAGS.model}
+  row = {"clean": attacks.accuracy_on(est, xc[:n_clean], yc[:n_clean]), "n_clean": n_clean,
+         "n": n, "per_set": {}, "model": FLAGS.model}
   metas = {}
   for path, xa, ya, meta in sets:
     source = meta.get("source", os.path.basename(path))
