@@ -74,7 +74,7 @@ def _delta(ours, ref):
 PAPER_TRAINING = {"mnist": (60000, 100), "cifar10": (50000, 100)}  # images, epochs
 
 
-def setup_line(s, n_eval):
+def setup_line(s, n_eval, rows=()):
   """One sentence with the settings that make a table's numbers what they are."""
   images, epochs = PAPER_TRAINING[s["dataset"]]
   share = 100.0 * (s["n_train"] or images) * s["epochs"] / (images * epochs)
@@ -91,8 +91,17 @@ def setup_line(s, n_eval):
   if s.get("conventional_epochs"):
     extra.append(f"{conventional} row {progress.count(s['conventional_epochs'], 'epoch')}")
   if s.get("warm_start_lr"):
-    extra.append(f"Bayesian rows START FROM THE TRAINED {conventional} ROW (not the paper's "
-                 f"from-scratch training), Adam {s['warm_start_lr']:g}")
+    extra.append(f"Bayesian rows START FROM THE TRAINED {conventional} ROW"
+                 + (" (the Adv-BNN from the Adv-CNN)" if "Adv-BNN" in rows else "")
+                 + f" (not the paper's from-scratch training), Adam {s['warm_start_lr']:g}")
+  if "Adv-CNN" in rows or "Adv-BNN" in rows:
+    extra.append(f"Adv rows: PGD-{s.get('adv_iters', 10)} adversarial training (random start, "
+                 f"step 2.5ε/{s.get('adv_iters', 10)})"
+                 + (f", the Adv-CNN {progress.count(s['adv_epochs'], 'epoch')}"
+                    if s.get("adv_epochs") else "")
+                 + (f", starting from the trained {conventional} row at Adam "
+                    f"{s['adv_warm_start_lr']:g}" if s.get("adv_warm_start_lr") else
+                    f", ε ramped up over {s.get('adv_warmup_epochs', 1.0):g} epochs"))
   return (f"{s['n_train'] or 'all'} training images × {progress.count(s['epochs'], 'epoch')} "
           f"({share:.2g}% of the paper's training), batch {s['batch_size']}, "
           f"K={s['num_draws']}, penalties {reduction}, estimator {s['estimator']}"
@@ -107,7 +116,7 @@ def table_markdown(results, published, title, clean_reference=None):
   s = results["settings"]
   n_eval = next(iter(results["rows"].values()), {}).get("n_eval", "?")
   lines = [f"# {title}", "",
-           f"Preset `{results['preset']}`: {setup_line(s, n_eval)}. "
+           f"Preset `{results['preset']}`: {setup_line(s, n_eval, results['rows'])}. "
            "Accuracy in %; Δ = ours − paper.", ""]
   audited = any("audited" in row for row in results["rows"].values())
   header = "| method |" + "".join(f" {label} | paper | Δ |" for _, label in COLUMNS)

@@ -15,7 +15,7 @@ reach every budget.
 from absl import flags
 
 from d3_tf import paper
-from d3_tf.settings import PRESET_ROWS, ConfigError, parse_methods
+from d3_tf.settings import ALL_ROWS, PRESET_ROWS, ConfigError, parse_methods
 from experiments import common
 
 BINARY = "cifar_table3"
@@ -24,6 +24,11 @@ common.define_table_flags(BINARY, "Same presets as cifar_table2 (smoke / cpu / p
                           "cifar10", "smoke", methods=False)
 _BUDGETS = flags.DEFINE_string("budgets", ",".join(str(b) for b in paper.TABLE3_BUDGETS),
                                "Comma-separated L∞ budgets in [0, 1]; 0.0 = clean accuracy.")
+_METHODS = flags.DEFINE_list(
+    "methods", None, f"Rows to run (default: {', '.join(ROWS)}; --preset robust: "
+    f"{', '.join(PRESET_ROWS[('cifar10', 'robust')])}). Rows not trained yet are trained first.")
+common.validate("methods", (lambda v: bool(v) and all(m in ALL_ROWS["cifar10"] for m in v),
+                            "a comma-separated list of " + ", ".join(ALL_ROWS["cifar10"])))
 _SCALE_STEP = flags.DEFINE_bool("scale_step", True,
                                 "Also attack with the step 2.5·ε/iterations, beside the paper's "
                                 "fixed --pgd_step (a column of its own per budget).")
@@ -63,10 +68,16 @@ def main(argv):
   from d3_tf import attacks, experiment, tables  # pylint: disable=g-import-not-at-top
   budgets = parse_budgets(_BUDGETS.value)
   settings = common.settings_from_flags("cifar10")
-  methods = parse_methods(list(PRESET_ROWS.get(("cifar10", flags.FLAGS.preset), ROWS)),
-                          "cifar10")
+  methods = parse_methods(_METHODS.value or list(PRESET_ROWS.get(
+      ("cifar10", flags.FLAGS.preset), ROWS)), "cifar10")
   common.describe(settings, BINARY, len(methods), common.N_TRAIN_FULL["cifar10"])
   train, test = common.load_table_data(settings)
+  if flags.FLAGS.train_only:
+    runner = experiment.Runner(settings, flags.FLAGS.models_dir, train, test)
+    for method in methods:
+      runner.train(method)
+    print(f"trained: {', '.join(m.name for m in methods)} in {runner.root}")
+    return
   out = common.output_dir(BINARY)
   run = tables.TableRun(BINARY, flags.FLAGS.preset, settings, out,
                         lambda r: tables.budget_markdown(r, "Table 3 — CIFAR-10, PGD budgets"))
