@@ -136,15 +136,23 @@ def test_cifar_binaries_smoke(tmp_path):
   table = open(tmp_path / "t3" / "table.md").read()
   assert "| M-S | " in table and "88.4" in table and "Adv-BNN" in table
   assert "| 0.015 | scaled step | paper | Δ |" in table
+  t3v = run_binary("cifar_table3", "--budgets", "0.015", "--methods", "VGG16", "--output_dir",
+                   "t3v", *common, cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
+  assert t3v.returncode == 0, t3v.stderr[-3000:]
+  assert set(json.load(open(tmp_path / "t3v" / "results.json"))["rows"]) == {"VGG16"}
 
 
 @pytest.mark.parametrize("args,message", [
     (["--methods", "M,X"], "flag --methods=['M', 'X']: must be a comma-separated list of CNN, BNN"),
     (["--preset", "huge"], "preset"),
     (["--epochs", "two"], "epochs"),
+    (["--binary", "cifar_table3", "--methods", "VGG16,CNN"],
+     "flag --methods=['VGG16', 'CNN']: must be a comma-separated list of VGG16, BVGG16"),
 ])
 def test_bad_flags_fail_clearly(tmp_path, args, message):
-  proc = run_binary("mnist_table1", *args, "--output_dir", "o", cwd=tmp_path, timeout=300)
+  binary = args[1] if args[0] == "--binary" else "mnist_table1"
+  args = args[2:] if args[0] == "--binary" else args
+  proc = run_binary(binary, *args, "--output_dir", "o", cwd=tmp_path, timeout=300)
   assert proc.returncode != 0
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
