@@ -127,15 +127,23 @@ class Runner:
 
   def adversary(self, method, n_train, epochs=None):
     """The PGD training of an Adv row (None for the others): ε ramped up over
-    ``adv_warmup_epochs`` unless the row starts from a trained (robust) model."""
+    ``adv_warmup_epochs`` for a row trained from scratch, over ``adv_warm_start_warmup``
+    for an Adv-CNN started from the (natural) conventional row, and not at all for the
+    Adv-BNN started from the (robust) Adv-CNN."""
     if not method.adversarial:
       return None
-    warmup = 0 if self.warm_started(method) else self.warmup_steps(n_train)
+    if not self.warm_started(method):
+      warmup = self.warmup_steps(n_train)
+    elif method.bayesian:
+      warmup = 0
+    else:
+      warmup = self.warmup_steps(n_train, self.s.adv_warm_start_warmup)
     return adversarial.PGDTraining(self.s.eps, self.s.adv_iters, warmup)
 
-  def warmup_steps(self, n_train):
-    """Optimizer steps of ``adv_warmup_epochs`` on ``n_train`` images."""
-    return int(round(self.s.adv_warmup_epochs * -(-n_train // self.s.batch_size)))
+  def warmup_steps(self, n_train, epochs=None):
+    """Optimizer steps of ``epochs`` (default ``adv_warmup_epochs``) on ``n_train`` images."""
+    epochs = self.s.adv_warmup_epochs if epochs is None else epochs
+    return int(round(epochs * -(-n_train // self.s.batch_size)))
 
   def build(self, method, n_train):
     s = self.s

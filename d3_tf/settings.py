@@ -48,7 +48,7 @@ TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size"
 LATER_TRAINING_FIELDS = ("posterior_init", "norm_floor", "penalty_examples", "lr_schedule",
                          "conventional_epochs", "warm_start_lr", "adv_iters", "adv_warmup_epochs",
                          "surrogate_adv_mode", "surrogate_adv_epochs", "adv_epochs",
-                         "adv_warm_start_lr")
+                         "adv_warm_start_lr", "adv_warm_start_warmup")
 
 
 class ConfigError(ValueError):
@@ -105,6 +105,7 @@ class Settings:
   surrogate_adv_epochs: int = 0  # epochs of the adversarial surrogate (0 = surrogate_epochs)
   adv_epochs: int = 0           # epochs of the Adv-CNN row (0 = the conventional row's)
   adv_warm_start_lr: float = 0.0  # > 0: the Adv-CNN starts from the trained conventional row
+  adv_warm_start_warmup: float = 0.0  # epochs of ε ramp for that warm-started Adv-CNN
 
   @classmethod
   def from_dict(cls, d):
@@ -204,6 +205,7 @@ RULES = {
     "penalty_examples": COUNT, "n_clean": COUNT, "conventional_epochs": COUNT,
     "warm_start_lr": _number(0.0), "adv_iters": POSITIVE_INT, "adv_warmup_epochs": _number(0.0),
     "surrogate_adv_epochs": COUNT, "adv_epochs": COUNT, "adv_warm_start_lr": _number(0.0),
+    "adv_warm_start_warmup": _number(0.0),
     "posterior_init": _number(-30.0, 10.0, what="a finite number in [-30, 10]"),
     "norm_floor": _number(0.0, 1.0, lo_open=True, what="in (0, 1]"),
 }

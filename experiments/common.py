@@ -104,6 +104,9 @@ _HELP = {
     "surrogate_adv_epochs": "Training epochs of the adversarial surrogate (0 = "
                             "--surrogate_epochs).",
     "adv_epochs": "Training epochs of the Adv-CNN row (0 = those of the conventional row).",
+    "adv_warm_start_warmup": "Epochs over which eps ramps linearly from 0 to --eps for an "
+                             "Adv-CNN started from the trained conventional row (0: the full "
+                             "eps from the first step).",
     "adv_warm_start_lr": "0: the Adv-CNN is trained from scratch. > 0: it starts from the "
                          "trained conventional row and trains at this Adam rate (a deviation "
                          "from Madry et al.).",

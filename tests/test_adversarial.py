@@ -61,3 +61,16 @@ def test_adv_rows_parse_and_build(mnist_small, tmp_path):
   assert model.adversarial.steps == runner.s.adv_iters and model.bayesian
   assert model.adversarial.warmup_steps == 8  # 1 epoch of 256 images at batch 32
   assert runner.build(experiment.parse_method("BNN", "mnist"), 256).adversarial is None
+
+
+def test_warm_started_adv_rows_ramp_only_when_asked(mnist_small, tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  cnn, bnn = (experiment.parse_method(n, "mnist") for n in ("Adv-CNN", "Adv-BNN"))
+  x, y, xt, yt = mnist_small
+  smoke = experiment.PRESETS[("mnist", "smoke")]
+  for ramp, steps in ((0.0, 0), (2.0, 16)):  # 2 epochs of 256 images at batch 32
+    settings = dataclasses.replace(smoke, adv_warm_start_lr=1e-3, warm_start_lr=1e-3,
+                                   adv_warm_start_warmup=ramp)
+    runner = experiment.Runner(settings, str(tmp_path), (x[:256], y[:256]), (xt, yt))
+    assert runner.adversary(cnn, 256).warmup_steps == steps  # from the natural CNN
+    assert runner.adversary(bnn, 256).warmup_steps == 0  # from the robust Adv-CNN
