@@ -27,8 +27,7 @@ _BUDGETS = flags.DEFINE_string("budgets", ",".join(str(b) for b in paper.TABLE3_
 _METHODS = flags.DEFINE_list(
     "methods", None, f"Rows to run (default: {', '.join(ROWS)}; --preset robust: "
     f"{', '.join(PRESET_ROWS[('cifar10', 'robust')])}). Rows not trained yet are trained first.")
-common.validate("methods", (lambda v: bool(v) and all(m in ALL_ROWS["cifar10"] for m in v),
-                            "a comma-separated list of " + ", ".join(ALL_ROWS["cifar10"])))
+common.validate("methods", common.list_of(ALL_ROWS["cifar10"], ", ".join(ALL_ROWS["cifar10"])))
 _SCALE_STEP = flags.DEFINE_bool("scale_step", True,
                                 "Also attack with the step 2.5·ε/iterations, beside the paper's "
                                 "fixed --pgd_step (a column of its own per budget).")
@@ -73,10 +72,7 @@ def main(argv):
   common.describe(settings, BINARY, len(methods), common.N_TRAIN_FULL["cifar10"])
   train, test = common.load_table_data(settings)
   if flags.FLAGS.train_only:
-    runner = experiment.Runner(settings, flags.FLAGS.models_dir, train, test)
-    for method in methods:
-      runner.train(method)
-    print(f"trained: {', '.join(m.name for m in methods)} in {runner.root}")
+    common.train_only(settings, methods, train, test)
     return
   out = common.output_dir(BINARY)
   run = tables.TableRun(BINARY, flags.FLAGS.preset, settings, out,

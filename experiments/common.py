@@ -122,7 +122,7 @@ def _floats(values):
     return None
 
 
-def _list_of(allowed, what):
+def list_of(allowed, what):
   """A rule (``cfg.RULES`` form) for list flags whose every item is in ``allowed``."""
   return (lambda v: bool(v) and all(item in allowed for item in v),
           f"a comma-separated list of {what}")
@@ -176,7 +176,7 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
                       + (f"; {own}" if own else "") + f"). Also {', '.join(cfg.EXTRA_ROWS)}: "
                       "PGD adversarial training (Madry et al.; Adv-BNN: Liu et al.), reference "
                       "rows not in the paper's table.")
-    validate("methods", _list_of(rows, ", ".join(rows)))
+    validate("methods", list_of(rows, ", ".join(rows)))
     flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
                       "black-box column.")
   flags.DEFINE_string("output_dir", None,
@@ -254,7 +254,7 @@ def define_trained_rows_flags(default_methods):
                       "(default: --results_dir).")
   flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
   rows = sorted(set(cfg.ALL_ROWS["mnist"] + cfg.ALL_ROWS["cifar10"]))
-  validate("methods", _list_of(rows, "table rows (" + ", ".join(rows) + ")"))
+  validate("methods", list_of(rows, "table rows (" + ", ".join(rows) + ")"))
 
 
 def define_model_flags(what):
@@ -385,13 +385,7 @@ def accuracy_table_binary(binary, dataset, default_preset, presets_doc, publishe
     describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
     train, test = load_table_data(settings)
     if FLAGS.train_only:
-      from d3_tf import experiment  # pylint: disable=g-import-not-at-top
-      runner = experiment.Runner(settings, FLAGS.models_dir, train, test, strategy=strategy)
-      for method in methods:
-        runner.train(method)
-      if FLAGS.blackbox:
-        runner.blackbox_sets()
-      print(f"trained: {', '.join(m.name for m in methods)} in {runner.root}")
+      train_only(settings, methods, train, test, FLAGS.blackbox, strategy)
       return
     out = output_dir(binary)
     _, figures = tables.run_accuracy_table(
@@ -400,6 +394,17 @@ def accuracy_table_binary(binary, dataset, default_preset, presets_doc, publishe
     if distribute.is_chief():
       print_outputs(out, figures)
   return main
+
+
+def train_only(settings, methods, train, test, blackbox=False, strategy=None):
+  """--train_only: trains the rows (and with ``blackbox`` the surrogates and their sets)."""
+  from d3_tf import experiment  # pylint: disable=g-import-not-at-top
+  runner = experiment.Runner(settings, FLAGS.models_dir, train, test, strategy=strategy)
+  for method in methods:
+    runner.train(method)
+  if blackbox:
+    runner.blackbox_sets()
+  print(f"trained: {', '.join(m.name for m in methods)} in {runner.root}")
 
 
 def print_outputs(out, extra=()):
