@@ -10,6 +10,10 @@ on the examples with its own loss:
 - a Bayesian head with the plain ELBO: Adv-BNN (Liu et al., ICLR 2019), the examples made online
   against the K-draw model.
 
+With ``clean_weight`` w > 0 the step trains on both: loss = w · L(clean) + (1 − w) · L(PGD),
+each term the model's own loss on its half (Goodfellow et al. 2015's mixed objective; w = 0.5 is
+their α). It keeps clean accuracy where pure PGD training of a small net gives it up.
+
 ε ramps linearly from 0 to its final value over the first ``warmup_steps`` optimizer steps
 (from-scratch PGD training at MNIST ε = 0.3 often stalls near chance without it). The ramp is
 read from the optimizer's step counter, so a resumed run continues it where it stopped.
@@ -29,11 +33,13 @@ class PGDTraining:
     steps: PGD iterations per training step.
     warmup_steps: optimizer steps over which ε ramps from 0 to ``eps`` (0 = no ramp).
     step_fraction: PGD step = step_fraction · ε / steps (2.5: can cross the ball).
+    clean_weight: weight of the clean batch's loss, in [0, 1) (0 = PGD examples only).
   """
   eps: float
   steps: int = 10
   warmup_steps: int = 0
   step_fraction: float = 2.5
+  clean_weight: float = 0.0
 
   def __post_init__(self):
     if not 0.0 < self.eps <= 1.0:
@@ -41,6 +47,8 @@ class PGDTraining:
     if self.steps < 1 or self.warmup_steps < 0:
       raise ValueError(f"need steps >= 1 and warmup_steps >= 0, got {self.steps}, "
                        f"{self.warmup_steps}")
+    if not 0.0 <= self.clean_weight < 1.0:
+      raise ValueError(f"clean_weight must be in [0, 1), got {self.clean_weight}")
 
   def epsilon(self, step):
     """ε at optimizer step ``step`` (0-based): ``eps · min(1, (step + 1) / warmup_steps)``."""

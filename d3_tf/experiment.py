@@ -138,7 +138,8 @@ class Runner:
       warmup = 0
     else:
       warmup = self.warmup_steps(n_train, self.s.adv_warm_start_warmup)
-    return adversarial.PGDTraining(self.s.eps, self.s.adv_iters, warmup)
+    return adversarial.PGDTraining(self.s.eps, self.s.adv_iters, warmup,
+                                   clean_weight=self.s.adv_clean_weight)
 
   def warmup_steps(self, n_train, epochs=None):
     """Optimizer steps of ``epochs`` (default ``adv_warmup_epochs``) on ``n_train`` images."""

@@ -248,19 +248,24 @@ class D3Model(tf_keras.Model):
 
   def train_step(self, data):
     x, y = data
-    if self.adversarial is not None:  # Madry et al.: train on PGD examples made now
-      adv = self.adversarial
+    adv = self.adversarial
+    x_clean = x
+    if adv is not None:  # Madry et al.: train on PGD examples made now
       eps = adv.epsilon(self.optimizer.iterations)
       x = adversarial_lib.pgd_linf(lambda z: self(z, training=False), x, y, eps, adv.steps,
                                    adv.step_fraction)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
       terms = self.compute_terms(x, y, training=True)
+      if adv is not None and adv.clean_weight:  # the mixed objective (adversarial.py)
+        clean = self.compute_terms(x_clean, y, training=True)
+        w = adv.clean_weight
+        terms["loss"] = w * clean["loss"] + (1.0 - w) * terms["loss"]
       # Gradients are summed over replicas: divide so the update uses the GLOBAL batch mean.
       scaled = terms["loss"] / float(replicas)
     grads = tape.gradient(scaled, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-    if self.adversarial is not None:
+    if adv is not None:
       terms["adv_eps"] = eps
     return self._update_metrics(terms, y)
 

@@ -6,6 +6,7 @@ Std. (clean), FGSM, PGD (40 steps of 0.001) and black-box, each beside the paper
 
   python -m experiments.cifar_table2 --preset smoke   # tiny VGG, 128 images: plumbing only
   python -m experiments.cifar_table2 --preset cpu     # VGG16 at 1/4 width, warm-started rows: hours
+  python -m experiments.cifar_table2 --preset robust_mix --noblackbox  # the Adv rows, audited
   python -m experiments.cifar_table2 --preset paper   # full VGG16, 50k images: GPU work
 """
 from d3_tf import paper
@@ -18,7 +19,11 @@ main = common.accuracy_table_binary(
     "train 20 epochs (Adam 1e-3, cosine schedule); every Bayesian row STARTS FROM THE TRAINED "
     "VGG16 ROW (a deviation from the paper) and trains 1 epoch with its own loss (Adam 5e-4, "
     "cosine); penalties as means over the input dims; clean accuracy on the 10k test images, "
-    "attacks on 500. paper: full VGG16, 50k images, 100 epochs, full test set (GPU).",
+    "attacks on 500. robust: the cpu preset's protocol with the rows VGG16, Adv-CNN (3 epochs "
+    "of PGD-7 training from the trained VGG16) and Adv-BNN (1 epoch from the Adv-CNN), audited. "
+    "robust_mix: the same with the Adv rows on half clean, half PGD loss, the Adv-CNN 6 epochs "
+    "with ε ramped up over the first. paper: full VGG16, 50k images, 100 epochs, full test set "
+    "(GPU).",
     paper.TABLE2, "Table 2 — CIFAR-10, L∞ ε = 0.03")
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 Rows M-S, BVGG16-Off and M-S-Off (trained as in cifar_table2, whose trained models are reused
 when the settings match), with the paper's Adv-CNN / Adv-BNN rows quoted for reference. At
---preset robust the rows are VGG16 and the Adv-CNN and Adv-BNN trained here (PGD adversarial
-training), each beside the paper's quoted numbers.
+--preset robust (and robust_mix: the Adv rows on half clean, half PGD loss) the rows are VGG16
+and the Adv-CNN and Adv-BNN trained here (PGD adversarial training), each beside the paper's
+quoted numbers.
 
-  python -m experiments.cifar_table3 --budgets 0.015,0.035 [--preset smoke|cpu|robust|paper]
+  python -m experiments.cifar_table3 --budgets 0.015,0.035 [--preset smoke|cpu|paper]
+  python -m experiments.cifar_table3 --preset robust_mix --models_dir results/cifar_table2/robust_mix/models
 
 PGD uses the table's 40 steps of 0.001, as the paper: those steps travel at most 0.04, so
 budgets above 0.04 cannot be used in full (the paper's flat 0.055 / 0.07 columns). Beside it
@@ -20,12 +22,13 @@ from experiments import common
 
 BINARY = "cifar_table3"
 ROWS = ("M-S", "BVGG16-Off", "M-S-Off")
-common.define_table_flags(BINARY, "Same presets as cifar_table2 (smoke / cpu / paper).",
+common.define_table_flags(BINARY, "Same presets as cifar_table2 (smoke / cpu / robust / "
+                          "robust_mix / paper).",
                           "cifar10", "smoke", methods=False)
 _BUDGETS = flags.DEFINE_string("budgets", ",".join(str(b) for b in paper.TABLE3_BUDGETS),
                                "Comma-separated L∞ budgets in [0, 1]; 0.0 = clean accuracy.")
 _METHODS = flags.DEFINE_list(
-    "methods", None, f"Rows to run (default: {', '.join(ROWS)}; --preset robust: "
+    "methods", None, f"Rows to run (default: {', '.join(ROWS)}; --preset robust and robust_mix: "
     f"{', '.join(PRESET_ROWS[('cifar10', 'robust')])}). Rows not trained yet are trained first.")
 common.validate("methods", common.list_of(ALL_ROWS["cifar10"], ", ".join(ALL_ROWS["cifar10"])))
 _SCALE_STEP = flags.DEFINE_bool("scale_step", True,

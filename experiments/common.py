@@ -107,6 +107,9 @@ _HELP = {
     "adv_warm_start_warmup": "Epochs over which eps ramps linearly from 0 to --eps for an "
                              "Adv-CNN started from the trained conventional row (0: the full "
                              "eps from the first step).",
+    "adv_clean_weight": "Weight w of the clean batch's loss in the Adv rows' training: loss = "
+                        "w·L(clean) + (1 − w)·L(PGD) (Goodfellow et al.'s mixed objective; 0 = "
+                        "PGD examples only, Madry et al.).",
     "adv_warm_start_lr": "0: the Adv-CNN is trained from scratch. > 0: it starts from the "
                          "trained conventional row and trains at this Adam rate (a deviation "
                          "from Madry et al.).",
@@ -197,13 +200,14 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
                     "--blackbox) the surrogates and their sets; no evaluation. Lets separate "
                     "processes train rows side by side before one run evaluates them all.")
   flags.DEFINE_list("audit_eot", None, "EOT sample counts R of the audit's EOT-PGD. "
-                    "Default: 1,4 for --preset cpu and robust, 1,10 otherwise.")
+                    "Default: 1,4 for --preset cpu and robust(_mix), 1,10 otherwise.")
   flags.DEFINE_integer("audit_steps", None, "Iterations of the audit's EOT-PGD and APGD. "
-                       "Default: 50 for --preset cpu and robust, 100 otherwise.")
+                       "Default: 50 for --preset cpu and robust(_mix), 100 otherwise.")
   flags.DEFINE_integer("audit_restarts", None, "Random restarts of the audit's EOT-PGD and "
-                       "APGD. Default: 1 for --preset cpu and robust, 5 otherwise.")
+                       "APGD. Default: 1 for --preset cpu and robust(_mix), 5 otherwise.")
   flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit "
-                       "(0 = skip). Default: 500 for --preset cpu and robust, 1000 otherwise.")
+                       "(0 = skip). Default: 500 for --preset cpu and robust(_mix), 1000 "
+                       "otherwise.")
   for name in ("audit_n", "audit_steps", "audit_restarts"):
     validate(name, cfg.POSITIVE_INT)
   validate("audit_square_queries", cfg.COUNT)
@@ -216,7 +220,7 @@ def audit_kwargs():
   on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset in cfg.AUDITED_PRESETS
   if not on:
     return None
-  cpu = FLAGS.preset in ("cpu", "robust")
+  cpu = FLAGS.preset in cfg.CPU_AUDIT_PRESETS
   pick = lambda value, cpu_default, default: value if value is not None else (
       cpu_default if cpu else default)
   n_default = 100 if FLAGS.preset == "cpu" else 200

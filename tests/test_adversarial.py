@@ -38,6 +38,24 @@ def test_epsilon_ramp():
     adversarial.PGDTraining(0.0)
 
 
+def test_mixed_objective_weighs_the_clean_and_the_pgd_loss(mnist_small):
+  """loss = w·L(clean) + (1 − w)·L(PGD); "ce" stays the PGD half's. At rate 0 the weights do
+  not move, so L(clean) is the model's loss on the clean batch before the step."""
+  x, y, _, _ = mnist_small
+  x, y = x[:32], y[:32]
+  for w in (0.0, 0.25, 0.5):
+    model = d3_tf.build("mnist_cnn", bayesian=False, adversarial=adversarial.PGDTraining(
+        0.3, steps=3, clean_weight=w))
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.0))
+    clean = float(model.compute_terms(x, y, training=True)["loss"])
+    hist = model.fit(data.make_dataset(x, y, 32), epochs=1, verbose=0).history
+    pgd = hist["ce"][0]
+    assert pgd > clean + 0.5  # the PGD half is the harder one
+    assert hist["loss"][0] == pytest.approx(w * clean + (1 - w) * pgd, rel=1e-4)
+  with pytest.raises(ValueError):
+    adversarial.PGDTraining(0.3, clean_weight=1.0)
+
+
 def test_adversarial_training_mode_trains_on_pgd_examples(mnist_small):
   x, y, _, _ = mnist_small
   model = d3_tf.build("mnist_cnn", bayesian=False, adversarial=adversarial.PGDTraining(
@@ -74,3 +92,22 @@ def test_warm_started_adv_rows_ramp_only_when_asked(mnist_small, tmp_path):
     runner = experiment.Runner(settings, str(tmp_path), (x[:256], y[:256]), (xt, yt))
     assert runner.adversary(cnn, 256).warmup_steps == steps  # from the natural CNN
     assert runner.adversary(bnn, 256).warmup_steps == 0  # from the robust Adv-CNN
+    assert runner.adversary(cnn, 256).clean_weight == 0.0
+  mixed = dataclasses.replace(smoke, adv_clean_weight=0.5)
+  runner = experiment.Runner(mixed, str(tmp_path), (x[:256], y[:256]), (xt, yt))
+  assert runner.adversary(cnn, 256).clean_weight == runner.adversary(bnn, 256).clean_weight == 0.5
+
+
+def test_robust_mix_shares_the_robust_presets_conventional_row(tmp_path):
+  """robust_mix reuses (a copy of) the robust preset's trained VGG16: the two presets differ
+  only in fields the conventional row's training does not read."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  robust, mix = (experiment.PRESETS[("cifar10", p)] for p in ("robust", "robust_mix"))
+  differ = {f.name for f in dataclasses.fields(robust)
+            if getattr(robust, f.name) != getattr(mix, f.name)}
+  assert differ == {"adv_epochs", "adv_warm_start_warmup", "adv_clean_weight", "epoch_eval_n"}
+  data_ = (np.zeros((8, 32, 32, 3), np.float32), np.zeros(8, np.int64))
+  vgg = experiment.parse_method("VGG16", "cifar10")
+  runners = [experiment.Runner(s, str(tmp_path), data_, data_) for s in (robust, mix)]
+  assert len({(r.epochs(vgg), r.learning_rate(vgg), r.adversary(vgg, 8), r.warm_started(vgg))
+              for r in runners}) == 1

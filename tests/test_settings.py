@@ -27,7 +27,7 @@ BAD_TABLE_FLAGS = {
     "lr_schedule": ["step"], "conventional_epochs": ["-1"], "warm_start_lr": ["-1e-4", "nan"],
     "adv_iters": ["0"], "adv_warmup_epochs": ["-1", "inf"], "surrogate_adv_mode": ["madry"],
     "surrogate_adv_epochs": ["-1"], "adv_epochs": ["-2"], "adv_warm_start_lr": ["-1"],
-    "adv_warm_start_warmup": ["-1", "nan"],
+    "adv_warm_start_warmup": ["-1", "nan"], "adv_clean_weight": ["1", "-0.1", "nan"],
     "train_only": ["maybe"],
     "preset": ["foo"], "methods": ["XYZ", "M,X"], "blackbox": ["maybe"], "audit": ["maybe"],
     "output_dir": None, "models_dir": None, "distribute": ["tpu"], "audit_n": ["0"],
@@ -108,9 +108,11 @@ def test_later_fields_at_default_keep_the_training_hash():
   assert cfg.PRESETS[("mnist", "cpu")].training_hash() == "b7580a37af"  # its committed models
   assert cfg.PRESETS[("mnist", "robust")].training_hash() == "96fe1abc2d"
   assert cfg.PRESETS[("cifar10", "robust")].training_hash() == "8501ba56e1"
+  assert cfg.PRESETS[("cifar10", "robust_mix")].training_hash() == "8f270ab632"
   for field, value in [("posterior_init", -3.0), ("norm_floor", 1e-12), ("penalty_examples", 16),
                        ("lr_schedule", "cosine"), ("conventional_epochs", 7),
-                       ("warm_start_lr", 1e-4), ("adv_warm_start_warmup", 1.0)]:
+                       ("warm_start_lr", 1e-4), ("adv_warm_start_warmup", 1.0),
+                       ("adv_clean_weight", 0.5)]:
     changed = dataclasses.replace(settings, **{field: value})
     assert changed.training_hash() != settings.training_hash()
 
