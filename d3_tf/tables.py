@@ -102,7 +102,7 @@ def setup_line(s, n_eval, rows=()):
                  + (f", starting from the trained {conventional} row at Adam "
                     f"{s['adv_warm_start_lr']:g}" if s.get("adv_warm_start_lr") else
                     f", ε ramped up over {s.get('adv_warmup_epochs', 1.0):g} epochs")
-                 + (f", ε ramped up over {s['adv_warm_start_warmup']:g} epochs"
+                 + (", ε ramped up over " + progress.count(s["adv_warm_start_warmup"], "epoch")
                     if s.get("adv_warm_start_lr") and s.get("adv_warm_start_warmup") else "")
                  + (f", loss {s['adv_clean_weight']:g}·clean + "
                     f"{1 - s['adv_clean_weight']:g}·PGD" if s.get("adv_clean_weight") else ""))

@@ -120,6 +120,11 @@ def test_table_marks_reference_rows_and_shows_worst_and_expected():
   budgets = {"preset": "robust", "settings": dataclasses.asdict(
       settings.PRESETS[("cifar10", "robust")]), "budgets": [0.015], "scale_step": False,
              "rows": {"Adv-CNN": {"budgets": {"0.015": 40.0}}}}
+  mix = tables.setup_line(dataclasses.asdict(settings.PRESETS[("cifar10", "robust_mix")]), 500,
+                         ("VGG16", "Adv-CNN", "Adv-BNN"))
+  assert "the Adv-CNN 6 epochs" in mix and "ε ramped up over 1.0 epoch," in mix
+  assert "loss 0.5·clean + 0.5·PGD" in mix and "0.5·clean" not in tables.setup_line(
+      dataclasses.asdict(settings.PRESETS[("cifar10", "robust")]), 500, ("Adv-CNN",))
   text = tables.budget_markdown(budgets, "Table 3")
   assert "| Adv-CNN (trained here; paper: Liu et al.'s, quoted) | 40.0 | 58.3 | -18.3 |" in text
   assert "| Adv-BNN (Liu et al., quoted) | — | 68.7 | — |" in text
