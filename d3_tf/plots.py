@@ -1,7 +1,8 @@
 """Figures 1-3 with matplotlib, styled as the paper (Sec. 5.3.1, 6).
 
 Penalised models in colour, unpenalised in grey; offline-adversarial ("-Off")
-variants share their base colour and carry "+" markers.
+variants share their base colour and carry "+" markers; the adversarially trained reference
+rows (Adv-CNN, Adv-BNN: not in the paper) in colours of their own with square markers.
 """
 
 import os
@@ -14,10 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-t
 
 _COLOURS = {"M": "tab:blue", "M-V": "tab:orange", "M-S": "tab:green", "M-V-S": "tab:red"}
 _GREYS = {"CNN": "0.15", "VGG16": "0.15", "BNN": "0.55", "BVGG16": "0.55"}
+_REFERENCES = {"Adv-CNN": "tab:purple", "Adv-BNN": "tab:brown"}
 
 
 def style(name):
   """(colour, marker) of a row: colour by penalties, grey without, '+' for Off."""
+  if name in _REFERENCES:
+    return _REFERENCES[name], "s"
   off = name.endswith("-Off")
   base = name[:-4] if off else name
   colour = _COLOURS.get(base, _GREYS.get(base, "0.4"))

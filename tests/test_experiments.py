@@ -326,6 +326,15 @@ def test_figure1_keeps_one_row_of_two_configurations_apart(monkeypatch, tmp_path
   assert lines["M-S paper"].get_linestyle() == lines["M paper"].get_linestyle()
 
 
+def test_every_row_of_a_table_has_a_style_of_its_own():
+  """Figures 1-3 tell every row of a table apart (the Adv rows too), '-Off' by its marker."""
+  from d3_tf import plots, settings  # pylint: disable=g-import-not-at-top
+  for rows in settings.ALL_ROWS.values():
+    styles = [plots.style(name) for name in rows]
+    assert len(set(styles)) == len(rows), list(zip(rows, styles))
+  assert plots.style("M-S-Off") == (plots.style("M-S")[0], "+")
+
+
 def test_train_only_trains_an_adv_row_and_evaluates_nothing(tmp_path):
   proc = run_binary("mnist_table1", "--preset", "smoke", "--methods", "Adv-CNN", "--noblackbox",
                     "--train_only", "--output_dir", "out", "--models_dir", "models", cwd=tmp_path)
