@@ -39,5 +39,6 @@ class Timer:
 
 
 def count(n, noun):
-  """'1 epoch', '3 epochs': ``n`` and ``noun``, plural unless n is 1."""
-  return f"{n} {noun}{'' if n == 1 else 's'}"
+  """'1 epoch', '3 epochs', '1.5 epochs': ``n`` (a whole float without its '.0') and ``noun``,
+  plural unless n is 1."""
+  return f"{n:g} {noun}{'' if n == 1 else 's'}"

@@ -171,14 +171,14 @@ def _integer(lo):
           f"an integer ≥ {lo}")
 
 
-def _number(lo=-math.inf, hi=math.inf, lo_open=False, what=None):
+def _number(lo=-math.inf, hi=math.inf, lo_open=False, what=None, hi_open=False):
   def ok(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
       return False
-    return (v > lo if lo_open else v >= lo) and v <= hi
+    return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
   if what is None:
     what = "a finite number" + (f" {'>' if lo_open else '≥'} {lo:g}" if lo > -math.inf else "")
-    what += f" and ≤ {hi:g}" if hi < math.inf else ""
+    what += f" and {'<' if hi_open else '≤'} {hi:g}" if hi < math.inf else ""
   return ok, what
 
 
@@ -207,7 +207,7 @@ RULES = {
     "warm_start_lr": _number(0.0), "adv_iters": POSITIVE_INT, "adv_warmup_epochs": _number(0.0),
     "surrogate_adv_epochs": COUNT, "adv_epochs": COUNT, "adv_warm_start_lr": _number(0.0),
     "adv_warm_start_warmup": _number(0.0),
-    "adv_clean_weight": (lambda v: _number(0.0, 1.0)[0](v) and v < 1.0, "a number in [0, 1)"),
+    "adv_clean_weight": _number(0.0, 1.0, hi_open=True, what="a number in [0, 1)"),
     "posterior_init": _number(-30.0, 10.0, what="a finite number in [-30, 10]"),
     "norm_floor": _number(0.0, 1.0, lo_open=True, what="in (0, 1]"),
 }

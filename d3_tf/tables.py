@@ -95,15 +95,15 @@ def setup_line(s, n_eval, rows=()):
                  + (" (the Adv-BNN from the Adv-CNN)" if "Adv-BNN" in rows else "")
                  + f" (not the paper's from-scratch training), Adam {s['warm_start_lr']:g}")
   if "Adv-CNN" in rows or "Adv-BNN" in rows:
+    warm = s.get("adv_warm_start_lr")  # the ramp Runner.adversary gives the Adv-CNN
+    ramp = s.get("adv_warm_start_warmup", 0.0) if warm else s.get("adv_warmup_epochs", 1.0)
     extra.append(f"Adv rows: PGD-{s.get('adv_iters', 10)} adversarial training (random start, "
                  f"step 2.5ε/{s.get('adv_iters', 10)})"
                  + (f", the Adv-CNN {progress.count(s['adv_epochs'], 'epoch')}"
                     if s.get("adv_epochs") else "")
-                 + (f", starting from the trained {conventional} row at Adam "
-                    f"{s['adv_warm_start_lr']:g}" if s.get("adv_warm_start_lr") else
-                    f", ε ramped up over {s.get('adv_warmup_epochs', 1.0):g} epochs")
-                 + (", ε ramped up over " + progress.count(s["adv_warm_start_warmup"], "epoch")
-                    if s.get("adv_warm_start_lr") and s.get("adv_warm_start_warmup") else "")
+                 + (f", starting from the trained {conventional} row at Adam {warm:g}"
+                    if warm else "")
+                 + (f", ε ramped up over {progress.count(ramp, 'epoch')}" if ramp else "")
                  + (f", loss {s['adv_clean_weight']:g}·clean + "
                     f"{1 - s['adv_clean_weight']:g}·PGD" if s.get("adv_clean_weight") else ""))
   return (f"{s['n_train'] or 'all'} training images × {progress.count(s['epochs'], 'epoch')} "

@@ -122,7 +122,7 @@ def test_table_marks_reference_rows_and_shows_worst_and_expected():
              "rows": {"Adv-CNN": {"budgets": {"0.015": 40.0}}}}
   mix = tables.setup_line(dataclasses.asdict(settings.PRESETS[("cifar10", "robust_mix")]), 500,
                          ("VGG16", "Adv-CNN", "Adv-BNN"))
-  assert "the Adv-CNN 6 epochs" in mix and "ε ramped up over 1.0 epoch," in mix
+  assert "the Adv-CNN 6 epochs" in mix and "ε ramped up over 1 epoch," in mix
   assert "loss 0.5·clean + 0.5·PGD" in mix and "0.5·clean" not in tables.setup_line(
       dataclasses.asdict(settings.PRESETS[("cifar10", "robust")]), 500, ("Adv-CNN",))
   text = tables.budget_markdown(budgets, "Table 3")
