@@ -122,7 +122,7 @@ def main_model():
 
 def main_rows():
   """Audit of trained table rows (their black-box sets as transfer attacks)."""
-  from d3_tf import advsets, audit  # pylint: disable=g-import-not-at-top
+  from d3_tf import advsets, audit, tables  # pylint: disable=g-import-not-at-top
   table, settings, runner, methods, out = common.trained_rows()
   n = min(_N.value, len(runner.xe))
   x, y = runner.xe[:n], runner.ye[:n]
@@ -136,14 +136,19 @@ def main_rows():
       continue
     transfer[meta["source"]] = (xa[:n], ya[:n])  # checked by run_audit, refused if it fails
   report = store.read_json(os.path.join(out, "audit.json"), {"rows": {}})
-  report.update({"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value})
+  report.update({"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value,
+                 "versions": tables.versions()})
   for method in methods:
     row_table = table["rows"].get(method.name, {})
     print(f"auditing {method.name}")
+    t0 = time.time()
     row = audit.run_audit(runner.train(method), x, y, eps, transfer_sets=transfer,
                           whitebox=row_table.get("pgd"), blackbox=row_table.get("blackbox"),
                           draws_mode=settings.eval_draws(), **audit_kwargs())
     row["per_example"] = per_example(row)
+    # Rows accumulate over runs (one --methods at a time resumes a long audit): each keeps its own.
+    row["provenance"] = {"command": tables.TableRun.command("audit"),
+                         "git_commit": tables.git_commit(), "wall_seconds": time.time() - t0}
     report["rows"][method.name] = row
     common.write_report(out, "audit", report, markdown)
   return out, report

@@ -97,6 +97,8 @@ def test_audit_column_and_audit_binary(tmp_path):
   assert audit.returncode == 0, audit.stderr[-3000:]
   report = json.load(open(tmp_path / "out" / "audit.json"))
   assert report["rows"]["BNN"]["audited_robust_accuracy"] <= report["rows"]["BNN"]["clean"]
+  provenance = report["rows"]["BNN"]["provenance"]  # rows of several runs keep their own
+  assert "--methods BNN" in provenance["command"] and provenance["git_commit"]
   assert "sanity checks" in open(tmp_path / "out" / "audit.md").read()
   missing = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
                        "M-S", cwd=tmp_path)
