@@ -117,7 +117,7 @@ def main_model():
             "command": tables.TableRun.command("audit"), "git_commit": tables.git_commit(),
             "versions": tables.versions(), "wall_seconds": time.time() - t0}
   out = FLAGS.output_dir or os.path.join("results", "audit", name.replace(".", "_"))
-  return out, report
+  return report, common.write_report(out, "audit", report, markdown)
 
 
 def main_rows():
@@ -135,9 +135,9 @@ def main_rows():
             f"{meta.get('norm')}, {len(xa)} images) does not fit this audit: not used")
       continue
     transfer[meta["source"]] = (xa[:n], ya[:n])  # checked by run_audit, refused if it fails
-  report = store.read_json(os.path.join(out, "audit.json"), {"rows": {}})
-  report.update({"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value,
-                 "versions": tables.versions()})
+  header = {"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value,
+            "versions": tables.versions()}
+  report, paths = None, ()
   for method in methods:
     row_table = table["rows"].get(method.name, {})
     print(f"auditing {method.name}")
@@ -149,9 +149,11 @@ def main_rows():
     # Rows accumulate over runs (one --methods at a time resumes a long audit): each keeps its own.
     row["provenance"] = {"command": tables.TableRun.command("audit"),
                          "git_commit": tables.git_commit(), "wall_seconds": time.time() - t0}
+    # Read just before writing, so audits of other rows running beside this one are kept.
+    report = dict(store.read_json(os.path.join(out, "audit.json"), {"rows": {}}), **header)
     report["rows"][method.name] = row
-    common.write_report(out, "audit", report, markdown)
-  return out, report
+    paths = common.write_report(out, "audit", report, markdown)
+  return report, paths
 
 
 FLAGS = flags.FLAGS
@@ -159,8 +161,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  out, report = main_model() if FLAGS.model else main_rows()
-  paths = common.write_report(out, "audit", report, markdown)
+  report, paths = main_model() if FLAGS.model else main_rows()
   print(markdown(report))
   print(f"results: {', '.join(paths)}")
 

@@ -91,6 +91,10 @@ def test_audit_column_and_audit_binary(tmp_path):
   assert 0 <= row["audited"] <= 100 and row["audit"]["n"] == 8
   header = next(l for l in open(tmp_path / "out" / "table.md") if l.startswith("| method"))
   assert header.strip().endswith("Audited (worst / expected) |")
+  # A row another run wrote (earlier or beside this one) is kept.
+  other = {"clean": 50.0, "sanity_numbers": {"whitebox": None}, "audited_robust_accuracy": 0.0,
+           "prediction_disagreement": 0.0, "sanity_checks": [], "attacks": {}}
+  (tmp_path / "out" / "audit.json").write_text(json.dumps({"rows": {"M": other}}))
   audit = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
                      "BNN", "--n", "8", "--steps", "3", "--restarts", "1", "--eot", "1",
                      "--apgd_eot", "1", "--square_queries", "5", "--sanity_n", "8", cwd=tmp_path)
@@ -99,6 +103,7 @@ def test_audit_column_and_audit_binary(tmp_path):
   assert report["rows"]["BNN"]["audited_robust_accuracy"] <= report["rows"]["BNN"]["clean"]
   provenance = report["rows"]["BNN"]["provenance"]  # rows of several runs keep their own
   assert "--methods BNN" in provenance["command"] and provenance["git_commit"]
+  assert report["rows"]["M"] == other
   assert "sanity checks" in open(tmp_path / "out" / "audit.md").read()
   missing = run_binary("audit", "--results_dir", "out", "--models_dir", "models", "--methods",
                        "M-S", cwd=tmp_path)
