@@ -31,8 +31,10 @@ def git_commit():
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                             text=True, timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    # Results written while a run goes (its own report, runs beside it) do not change the code.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ":/", ":(exclude,top)results"], cwd=here, capture_output=True,
+                           text=True, timeout=10, check=True).stdout.strip()
     return commit + ("+uncommitted-changes" if dirty else "")
   except (OSError, subprocess.SubprocessError):
     return None
