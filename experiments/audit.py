@@ -106,7 +106,7 @@ def per_example(row):
 def main_model():
   """Audit of one saved model on the first --n test images of --dataset."""
   from d3_tf import audit, tables  # pylint: disable=g-import-not-at-top
-  t0 = time.time()
+  t0, commit = time.time(), tables.git_commit()  # the code as the audit starts
   model, x, y = common.load_model(_N.value)
   eps = _EPS.value if _EPS.value is not None else {"mnist": 0.3, "cifar10": 0.03}[FLAGS.dataset]
   name = common.model_name()
@@ -114,7 +114,7 @@ def main_model():
   row["per_example"] = per_example(row)
   report = {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,
             "model": FLAGS.model, "dataset": FLAGS.dataset, "rows": {name: row},
-            "command": tables.TableRun.command("audit"), "git_commit": tables.git_commit(),
+            "command": tables.TableRun.command("audit"), "git_commit": commit,
             "versions": tables.versions(), "wall_seconds": time.time() - t0}
   out = FLAGS.output_dir or os.path.join("results", "audit", name.replace(".", "_"))
   return report, common.write_report(out, "audit", report, markdown)
@@ -137,6 +137,7 @@ def main_rows():
     transfer[meta["source"]] = (xa[:n], ya[:n])  # checked by run_audit, refused if it fails
   header = {"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value,
             "versions": tables.versions()}
+  commit = tables.git_commit()  # the code as it starts: a long audit outlives later commits
   report, paths = None, ()
   for method in methods:
     row_table = table["rows"].get(method.name, {})
@@ -148,7 +149,7 @@ def main_rows():
     row["per_example"] = per_example(row)
     # Rows accumulate over runs (one --methods at a time resumes a long audit): each keeps its own.
     row["provenance"] = {"command": tables.TableRun.command("audit"),
-                         "git_commit": tables.git_commit(), "wall_seconds": time.time() - t0}
+                         "git_commit": commit, "wall_seconds": time.time() - t0}
     # Read just before writing, so audits of other rows running beside this one are kept.
     report = dict(store.read_json(os.path.join(out, "audit.json"), {"rows": {}}), **header)
     report["rows"][method.name] = row
