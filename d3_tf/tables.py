@@ -26,8 +26,10 @@ def versions():
           "adversarial_robustness_toolbox": art.__version__, "numpy": numpy.__version__}
 
 
-def git_commit():
-  here = os.path.dirname(os.path.abspath(__file__))
+def git_commit(here=None):
+  """HEAD of the repository holding ``here`` (this package), '+uncommitted-changes' if the
+  code differs from it; None outside a repository."""
+  here = here or os.path.dirname(os.path.abspath(__file__))
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                             text=True, timeout=10, check=True).stdout.strip()

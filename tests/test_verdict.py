@@ -129,3 +129,21 @@ def test_table_marks_reference_rows_and_shows_worst_and_expected():
   assert "| Adv-CNN (trained here; paper: Liu et al.'s, quoted) | 40.0 | 58.3 | -18.3 |" in text
   assert "| Adv-BNN (Liu et al., quoted) | — | 68.7 | — |" in text
   assert text.count("Adv-CNN") == 1
+
+
+def test_git_commit_ignores_results_but_not_code(tmp_path):
+  from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                                  cwd=tmp_path, check=True, capture_output=True, text=True)
+  git("init", "-q")
+  (tmp_path / "results").mkdir()
+  (tmp_path / "results" / "table.json").write_text("{}")
+  (tmp_path / "code.py").write_text("x = 1\n")
+  git("add", ".")
+  git("commit", "-qm", "one")
+  head = git("rev-parse", "HEAD").stdout.strip()
+  (tmp_path / "results" / "table.json").write_text('{"rows": {}}')  # a run writing its report
+  assert tables.git_commit(str(tmp_path)) == head
+  (tmp_path / "code.py").write_text("x = 2\n")
+  assert tables.git_commit(str(tmp_path)) == head + "+uncommitted-changes"
+  assert tables.git_commit(str(tmp_path / "results")) == head + "+uncommitted-changes"
