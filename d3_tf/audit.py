@@ -24,8 +24,11 @@ case also counts prediction noise as attack success. The *expected robust
 accuracy* does not: each example's adversarial point (the one that broke it
 first, else the one with the lowest margin) is re-scored over ``passes``
 independent passes drawn after the attack, and the per-example accuracies are
-averaged (the clean images likewise). Each estimator of a D3Model draws its
-weights from its own random stream (``attacks.DrawAverage``'s ``seed``).
+averaged (the clean images likewise). It is an upper bound on what the model keeps
+in expectation, loose when a weak point (a transfer example, tried first) claims an
+example: the ``"rand"`` protocol attacks the expectation itself. Each estimator
+of a D3Model draws its weights from its own random stream (``attacks.DrawAverage``'s
+``seed``).
 """
 
 import itertools
