@@ -137,7 +137,8 @@ def main_rows():
     transfer[meta["source"]] = (xa[:n], ya[:n])  # checked by run_audit, refused if it fails
   header = {"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value,
             "versions": tables.versions()}
-  commit = tables.git_commit()  # the code as it starts: a long audit outlives later commits
+  # The command and the code as the run starts (a long audit outlives later commits).
+  provenance = {"command": tables.TableRun.command("audit"), "git_commit": tables.git_commit()}
   report, paths = None, ()
   for method in methods:
     row_table = table["rows"].get(method.name, {})
@@ -148,8 +149,7 @@ def main_rows():
                           draws_mode=settings.eval_draws(), **audit_kwargs())
     row["per_example"] = per_example(row)
     # Rows accumulate over runs (one --methods at a time resumes a long audit): each keeps its own.
-    row["provenance"] = {"command": tables.TableRun.command("audit"),
-                         "git_commit": commit, "wall_seconds": time.time() - t0}
+    row["provenance"] = dict(provenance, wall_seconds=time.time() - t0)
     # Read just before writing, so audits of other rows running beside this one are kept.
     report = dict(store.read_json(os.path.join(out, "audit.json"), {"rows": {}}), **header)
     report["rows"][method.name] = row
