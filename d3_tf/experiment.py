@@ -76,6 +76,19 @@ class EpochAttackLog(tf_keras.callbacks.Callback):
       logs.update({f"attack_{k}": v for k, v in entry.items()})
 
 
+class KeepEpochs(tf_keras.callbacks.Callback):
+  """Keeps the weights after the given epochs (1-based) in ``<folder>/epoch_<e>/weights``."""
+
+  def __init__(self, epochs, folder):
+    super().__init__()
+    self.epochs, self.folder = set(epochs), folder
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch + 1 in self.epochs:
+      path = os.path.join(self.folder, f"epoch_{epoch + 1}")
+      self.model.save_weights(os.path.join(distribute.writable(path), "weights"))
+
+
 class Runner:
   """Trains and evaluates the rows of one table under one Settings."""
 
@@ -230,6 +243,8 @@ class Runner:
                                       self.s.epoch_eval_pgd_iters,
                                       os.path.join(self.row_dir(method.name), "epochs.json"),
                                       self.s.eval_draws()))
+    if self.s.keep_epochs:
+      callbacks.append(KeepEpochs(self.s.keep_epochs, self.row_dir(method.name)))
     adv = model.adversarial
     self.log(f"row {method.name}: training on {len(x)} images for "
              f"{progress.count(epochs, 'epoch')} "

@@ -107,6 +107,8 @@ class Settings:
   adv_warm_start_lr: float = 0.0  # > 0: the Adv-CNN starts from the trained conventional row
   adv_warm_start_warmup: float = 0.0  # epochs of ε ramp for that warm-started Adv-CNN
   adv_clean_weight: float = 0.0  # Adv rows: loss = w·clean + (1 − w)·PGD (0 = PGD only)
+  keep_epochs: tuple = ()       # epochs whose weights are kept (<row>/epoch_<e>/), for audits
+                                # along a long run; not a training field
 
   @classmethod
   def from_dict(cls, d):
@@ -210,6 +212,7 @@ RULES = {
     "adv_clean_weight": _number(0.0, 1.0, hi_open=True, what="a number in [0, 1)"),
     "posterior_init": _number(-30.0, 10.0, what="a finite number in [-30, 10]"),
     "norm_floor": _number(0.0, 1.0, lo_open=True, what="in (0, 1]"),
+    "keep_epochs": _each(_integer(1)),
 }
 RULES.update({name: ((lambda v, values=values: v in values), "one of " + ", ".join(values))
               for name, values in ENUMS.items()})

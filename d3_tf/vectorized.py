@@ -8,10 +8,10 @@ together:
 
 - a Bayesian dense layer is one batched matmul over the draw axis; when its
   input is still shared by the draws it is ONE matmul with K·O output units;
-- a Bayesian conv layer is one convolution: with a shared input, the K kernels
-  are concatenated along the output channels; with per-draw inputs, the K
-  inputs are stacked along the channels and convolved as K groups
-  (``tf.nn.conv2d`` grouped convolution);
+- a Bayesian conv layer with a shared input is one convolution, the K kernels
+  concatenated along the output channels; with per-draw inputs it is K
+  convolutions, one per draw (TF's CPU kernels cannot differentiate a grouped
+  convolution under an unknown batch size);
 - pooling, flattening and activations run on the K·N rows at once.
 
 Every sample is shared by the whole batch, as in the reparameterization
@@ -81,13 +81,15 @@ def bias_samples(layer, num_draws):
 def _conv(layer, h, kernels, shared):
   """One Bayesian conv layer for K kernels [K, kh, kw, C, O] -> [K, N, H', W', O]."""
   num_draws, kh, kw, c, o = kernels.shape
+  conv = lambda inputs, kernel: tf.nn.conv2d(inputs, kernel, strides=layer.strides,
+                                             padding=layer.padding.upper(),
+                                             dilations=layer.dilation_rate)
+  if not shared:  # [K, N, H, W, C]: one convolution per draw, stacked on the draw axis
+    # (TF's CPU kernels have no gradient for the grouped convolution that would do it in one
+    # op once the batch size is unknown, as under Keras fit).
+    return tf.stack([conv(h[k], kernels[k]) for k in range(num_draws)])
   stacked = tf.reshape(tf.transpose(kernels, [1, 2, 3, 0, 4]), [kh, kw, c, num_draws * o])
-  if not shared:  # [K, N, H, W, C] -> [N, H, W, K*C]: K groups of C input channels
-    shape = tf.shape(h)
-    h = tf.reshape(tf.transpose(h, [1, 2, 3, 0, 4]),
-                   [shape[1], shape[2], shape[3], num_draws * c])
-  out = tf.nn.conv2d(h, stacked, strides=layer.strides, padding=layer.padding.upper(),
-                     dilations=layer.dilation_rate)
+  out = conv(h, stacked)
   shape = tf.shape(out)
   return tf.transpose(tf.reshape(out, [shape[0], shape[1], shape[2], num_draws, o]),
                       [3, 0, 1, 2, 4])

@@ -234,6 +234,24 @@ def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small, monkeyp
   assert os.path.exists(runner.row_dir("M") + "/final/weights.index")
 
 
+def test_keep_epochs_keeps_the_weights_of_the_chosen_epochs(tmp_path, mnist_small):
+  x, y, xt, yt = mnist_small
+  settings = experiment.Settings(n_train=64, n_eval=8, epochs=3, batch_size=64, num_draws=2,
+                                 keep_epochs=(1, 3))
+  assert settings.training_hash() == dataclasses.replace(settings, keep_epochs=()).training_hash()
+  runner = experiment.Runner(settings, str(tmp_path), (x[:64], y[:64]), (xt, yt), log=print)
+  model = runner.train(experiment.parse_method("BNN", "mnist"))
+  row = runner.row_dir("BNN")
+  assert sorted(d for d in os.listdir(row) if d.startswith("epoch_")) == ["epoch_1", "epoch_3"]
+  kept = runner.build(experiment.parse_method("BNN", "mnist"), 64)
+  kept.load_weights(os.path.join(row, "epoch_3", "weights")).expect_partial()
+  for a, b in zip(kept.get_weights(), model.get_weights()):  # epoch 3 is the final model
+    np.testing.assert_array_equal(a, b)
+  first = runner.build(experiment.parse_method("BNN", "mnist"), 64)
+  first.load_weights(os.path.join(row, "epoch_1", "weights")).expect_partial()
+  assert any(np.any(a != b) for a, b in zip(first.get_weights(), model.get_weights()))
+
+
 def test_presets_and_estimate():
   for (dataset, preset), s in experiment.PRESETS.items():
     assert s.dataset == dataset

@@ -146,6 +146,18 @@ def test_vectorized_trains_and_attacks(mnist_small):
   assert grad.shape == x[:4].shape and np.isfinite(grad).all() and np.abs(grad).max() > 0
 
 
+def test_vectorized_trains_with_subsampled_penalties_under_fit(mnist_small):
+  """The long runs' step (reparam_conv, penalties on 16 examples, vectorized draws) under
+  Keras fit, whose batch size is unknown: the per-draw head convolutions differentiate twice."""
+  x, y = mnist_small[0][:128], mnist_small[1][:128]
+  model = d3_tf.build("mnist_cnn", num_draws=3, lambda_m=10.0, estimator="reparam_conv",
+                      draws_mode="vectorized", penalty_examples=16, n_train=128)
+  model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+  hist = model.fit(x, y, batch_size=64, epochs=2, verbose=0).history
+  assert all(np.isfinite(v).all() for v in hist.values())
+  assert hist["omega_m"][-1] > 0
+
+
 def test_unsupported_head_layer_is_refused():
   trunk, head = d3_tf.models.mnist_cnn()
   head = tf_keras.Sequential([tf_keras.Input(head.input_shape[1:]),
