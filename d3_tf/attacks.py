@@ -25,8 +25,6 @@ from d3_tf import models, progress, vectorized
 _FLIPOUT = (models.tfpl.DenseFlipout, models.tfpl.Convolution2DFlipout)
 
 NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2}
-PGD_DEFAULTS = {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
-                "cifar10": {"eps": 0.03, "eps_step": 0.001, "max_iter": 40}}
 
 
 class DrawAverage:

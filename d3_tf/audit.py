@@ -31,124 +31,22 @@ of a D3Model draws its weights from its own random stream (``attacks.DrawAverage
 ``seed``).
 """
 
-import itertools
 import warnings
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
-from art.estimators.classification import TensorFlowV2Classifier
 
-from d3_tf import attacks, models, progress, training
+from d3_tf import attacks, audit_inputs, models, progress, training
+from d3_tf.audit_target import (DLRLoss, EOTClassifier, Forward, Target,  # noqa: F401
+                                checked_inputs, eot_classifier, model_shapes)
 from d3_tf.audit_checks import (check_transfer_set, direction_diversity,  # noqa: F401
                                 expected_accuracy, prediction_disagreement, randomness,
                                 sanity_checks, sanity_numbers)
 
-PROTOCOLS = ("full", "rand", "standard")
+PROTOCOLS = audit_inputs.PROTOCOLS
 RAND_EOT = 20  # AutoAttack's rand version: EOT over 20 samples
-
-
-class EOTClassifier(TensorFlowV2Classifier):
-  """A TensorFlowV2Classifier whose loss gradient averages R independent forward passes."""
-
-  def __init__(self, *args, eot_samples=1, **kwargs):
-    super().__init__(*args, **kwargs)
-    self.eot_samples = int(eot_samples)
-
-  def loss_gradient(self, x, y, training_mode=False, **kwargs):
-    grads = [super(EOTClassifier, self).loss_gradient(x, y, training_mode, **kwargs)
-             for _ in range(self.eot_samples)]
-    if isinstance(grads[0], tf.Tensor):
-      return tf.add_n(grads) / float(len(grads))
-    return np.mean(grads, axis=0)
-
-
-class DLRLoss(tf_keras.losses.Loss):
-  """Difference of logits ratio (Croce & Hein 2020) on one-hot labels, for APGD-DLR + EOT."""
-
-  def call(self, y_true, y_pred):
-    z_sorted = tf.sort(y_pred, axis=-1, direction="DESCENDING")
-    z_y = tf.reduce_sum(y_true * y_pred, axis=-1)
-    z_other = tf.reduce_max(y_pred - 1e9 * y_true, axis=-1)
-    return -(z_y - z_other) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
-
-
-class Forward:
-  """``x -> logits`` of any Keras model or callable, traced once for every batch size."""
-
-  def __init__(self, fn, input_shape):
-    self.fn = fn
-    spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
-    self._call = tf.function(lambda x: fn(x, training=False) if isinstance(
-        fn, tf_keras.Model) else fn(x), input_signature=[spec])
-
-  def __call__(self, x, training=False):
-    del training  # attacks run the model in inference mode
-    return self._call(tf.cast(x, tf.float32))
-
-  @property
-  def trainable_variables(self):
-    return getattr(self.fn, "trainable_variables", [])
-
-
-class Target:
-  """The model under audit and a factory of ART estimators over it.
-
-  Args:
-    model: a ``D3Model``, a Keras model or any callable ``x -> logits`` (float32 images).
-    input_shape, num_classes: needed only when they cannot be read off a Keras model.
-    draws_mode: K draws of a Bayesian D3Model ("loop" / "vectorized"; default: the model's).
-    seed: base seed of the estimators' random streams: every estimator of a Bayesian
-      D3Model draws its weights from its own stream, and the same seed reproduces a run.
-  """
-
-  def __init__(self, model, input_shape=None, num_classes=None, draws_mode=None, seed=0):
-    self.model = model
-    self.d3 = isinstance(model, training.D3Model)
-    if self.d3:
-      input_shape = model.trunk.input_shape[1:]
-      num_classes = model.head.output_shape[-1]
-    elif isinstance(model, tf_keras.Model):
-      input_shape = input_shape or model.input_shape[1:]
-      num_classes = num_classes or model.output_shape[-1]
-    if input_shape is None or num_classes is None:
-      raise ValueError("give input_shape and num_classes for a model that is not a Keras model")
-    self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
-    self.draws_mode, self.seed = draws_mode, int(seed)
-    self._streams = itertools.count()
-
-  @property
-  def has_posterior(self):
-    return self.d3 and self.model.bayesian
-
-  def forward(self):
-    """A fresh ``x -> logits`` (for a Bayesian D3Model: the K-draw average, own stream)."""
-    if self.d3:
-      seed = self.seed * 1000 + next(self._streams) if self.model.bayesian else None
-      return attacks.DrawAverage(self.model, draws_mode=self.draws_mode, seed=seed)
-    return Forward(self.model, self.input_shape)
-
-  def estimator(self, eot_samples=1, loss="ce"):
-    """An ART classifier over a fresh forward pass whose loss gradient averages R passes."""
-    return _eot_estimator(self.forward(), self.num_classes, self.input_shape, eot_samples, loss)
-
-
-def _eot_estimator(forward, num_classes, input_shape, eot_samples, loss):
-  """EOTClassifier over ``forward`` with a SUM-reduced CE or DLR loss (per-example gradients)."""
-  loss_object = (DLRLoss(reduction=tf_keras.losses.Reduction.SUM) if loss == "dlr" else
-                 tf_keras.losses.CategoricalCrossentropy(
-                     from_logits=True, reduction=tf_keras.losses.Reduction.SUM))
-  return attacks.untraced(EOTClassifier(
-      model=forward, nb_classes=num_classes, input_shape=tuple(input_shape),
-      loss_object=loss_object, clip_values=(0.0, 1.0), eot_samples=eot_samples))
-
-
-def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=None, seed=None):
-  """An ART classifier over a D3Model's K-draw logit average with EOT-averaged gradients."""
-  return _eot_estimator(attacks.DrawAverage(model, num_draws, draws_mode=draws_mode, seed=seed),
-                        int(model.head.output_shape[-1]), model.trunk.input_shape[1:],
-                        eot_samples, loss)
 
 
 def posterior_mean_model(model):
@@ -311,15 +209,23 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
     input_shape, num_classes: for a callable that is not a Keras model.
     log, verbose: where the audit's own lines go; ``verbose=False`` also silences the
       per-attack progress lines of the sanity checks.
+
+  ``x`` and ``y`` may be arrays, lists or tensors: float NHWC images in [0, 1] and integer
+  class indices. Every argument and the model's first outputs (finite logits of ≥ 2 classes,
+  not probabilities) are checked before any attack (``d3_tf.audit_inputs``).
+
+  Raises:
+    ConfigError (a ValueError): the first bad argument, in one line naming it, the value
+      seen and what is expected.
   """
-  if protocol not in PROTOCOLS:
-    raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+  x, y, target = checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot,
+                                square_queries, norm, seed, batch_size, sanity_n, draws_mode,
+                                protocol, passes, input_shape, num_classes)
   sets = {}
   for name, value in (transfer_sets or {}).items():
     x_adv, y_adv = value if isinstance(value, tuple) else (value, None)
     check_transfer_set(name, x, y, x_adv, y_adv, eps, norm)
     sets[name] = x_adv
-  target = Target(model, input_shape, num_classes, draws_mode, seed)
   est = target.estimator()
   rand = randomness(est, x[:min(sanity_n, len(x))])
   if rand["stochastic"] and protocol == "standard":
@@ -327,8 +233,14 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
                "of inputs): the deterministic 'standard' protocol over-credits it; use 'rand'")
     warnings.warn(message)
     log(f"audit: warning: {message}")
+  rand_eot = RAND_EOT
   if not rand["stochastic"]:
-    eot, apgd_eot = (1,), 1  # one draw: R samples would average R copies of one gradient
+    # One draw: R samples would average R copies of one gradient (AutoAttack, too, runs its
+    # standard version on a deterministic model).
+    eot, apgd_eot, rand_eot = (1,), 1, 1
+    if protocol == "rand":
+      log("audit: the model is deterministic (two passes agree on every image): the rand "
+          "protocol runs with EOT 1")
   cascade = Cascade(est, x, y, log=log, every_example=every_example)
   log(f"audit ({protocol}): clean accuracy {cascade.clean:.1f}% on {len(x)} images, "
       f"ε={eps} ({norm})")
@@ -346,7 +258,7 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
     cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", _generator(
         autoattack(ests, eps, steps, restarts, norm, batch_size), nb))
   else:
-    r = RAND_EOT if protocol == "rand" else 1
+    r = rand_eot if protocol == "rand" else 1
     for loss in ("ce", "dlr"):
       cascade.run(f"apgd_{loss}:R={r}", _generator(
           apgd(target.estimator(r, loss=loss), eps, steps, 1, norm, batch_size), nb))
@@ -378,4 +290,6 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
           "sanity_numbers": numbers, "sanity_checks": sanity_checks(numbers),
           "settings": {"eot": list(eot), "steps": steps, "restarts": restarts,
                        "apgd_eot": apgd_eot, "square_queries": square_queries,
+                       "rand_eot": rand_eot if protocol == "rand" else None,
                        "seed": seed, "sanity_n": n, "passes": passes, "protocol": protocol}}
+

@@ -184,7 +184,21 @@ def _cifar_from_dir(folder):
   return train, _cifar_records(raws["test_batch.bin"])
 
 
-def _from_tfds(name):
+def _howto_offline(name, data_dir=None):
+  """What to do when tfds cannot help: the data folder (which source="tfds" does not read)
+  and, for MNIST, the embedded slice."""
+  if data_dir or os.environ.get(ENV_VAR):
+    text = (f"a data directory is set ({data_dir or os.environ.get(ENV_VAR)}) but "
+            "source='tfds' does not read it: use source='auto' or 'local'")
+  else:
+    text = f"on an offline machine {_HOWTO}"
+  if name == "mnist":
+    text += ("; or use the MNIST slice embedded in the package (source='embedded', "
+             "--data_source embedded)")
+  return text
+
+
+def _from_tfds(name, data_dir=None):
   """Loads a whole dataset through tensorflow_datasets, or raises DataError."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -195,7 +209,8 @@ def _from_tfds(name):
         socket.create_connection((TFDS_HOST, 443), timeout=5).close()
       except OSError as e:
         raise DataError(f"tensorflow_datasets cannot download {name} "
-                        f"(no connection to {TFDS_HOST}: {e}); {_HOWTO}") from None
+                        f"(no connection to {TFDS_HOST}: {e}); "
+                        f"{_howto_offline(name, data_dir)}") from None
     train, test = tfds.load(name, split=["train", "test"], batch_size=-1,
                             as_supervised=True, download=True)
     train, test = tfds.as_numpy(train), tfds.as_numpy(test)
@@ -204,7 +219,7 @@ def _from_tfds(name):
   except Exception as e:  # tfds raises many kinds when offline.  pylint: disable=broad-except
     first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise DataError(f"tensorflow_datasets could not provide {name} ({first_line}); "
-                    f"on an offline machine {_HOWTO}") from None
+                    f"{_howto_offline(name, data_dir)}") from None
   return tuple(train), tuple(test)
 
 
@@ -231,6 +246,8 @@ def load_mnist(data_dir=None, n_train=None, n_test=None, source="auto"):
   Raises:
     DataError: missing, damaged or wrong files, or tfds unavailable.
   """
+  if source not in MNIST_SOURCES:
+    raise DataError(f"unknown MNIST source {source!r}: use {', '.join(MNIST_SOURCES)}")
   if source == "embedded":
     return _finish(*_mnist_from_dir(EMBEDDED_DIR, EMBEDDED_MD5), n_train, n_test)
   folder = resolve_data_dir(data_dir) if source in ("auto", "local") else None
@@ -238,7 +255,7 @@ def load_mnist(data_dir=None, n_train=None, n_test=None, source="auto"):
     return _finish(*_mnist_from_dir(os.path.join(folder, "mnist"), MNIST_MD5), n_train, n_test)
   if source == "local":
     raise DataError(f"no data directory given; {_HOWTO}")
-  return _finish(*_from_tfds("mnist"), n_train, n_test)
+  return _finish(*_from_tfds("mnist", data_dir), n_train, n_test)
 
 
 def load_cifar10(data_dir=None, n_train=None, n_test=None, source="auto"):
@@ -253,10 +270,11 @@ def load_cifar10(data_dir=None, n_train=None, n_test=None, source="auto"):
     return _finish(*_cifar_from_dir(os.path.join(folder, "cifar10")), n_train, n_test)
   if source == "local":
     raise DataError(f"no data directory given; {_HOWTO}")
-  return _finish(*_from_tfds("cifar10"), n_train, n_test)
+  return _finish(*_from_tfds("cifar10", data_dir), n_train, n_test)
 
 
 LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
+MNIST_SOURCES = ("auto", "local", "tfds", "embedded")
 
 
 def load(name, **kwargs):

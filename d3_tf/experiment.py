@@ -15,6 +15,7 @@ training settings share trained rows (Table 3 reuses Table 2's models).
 import dataclasses
 import json
 import os
+import shutil
 import time
 import zlib
 
@@ -26,8 +27,9 @@ from d3_tf import adversarial, advsets, attacks, data, distribute, progress, tra
 from d3_tf.store import atomic_write, read_json  # noqa: F401  (re-exported)
 # The settings of a table run live in the TensorFlow-free d3_tf.settings (binaries validate
 # them before TensorFlow starts); re-exported here.
-from d3_tf.settings import (BAYES_PLAIN, CONVENTIONAL, PRESETS, TABLE_ROWS,  # noqa: F401
-                            ConfigError, Method, Settings, estimate_hours, parse_method,
+from d3_tf.benchmark import BENCHMARKS
+from d3_tf.settings import (PRESETS, ConfigError, Method, Settings,  # noqa: F401
+                            conventional_training, estimate_hours, parse_method,
                             parse_methods)
 
 class TrainClock(tf_keras.callbacks.Callback):
@@ -94,6 +96,7 @@ class Runner:
 
   def __init__(self, settings, models_dir, train, test, log=print, strategy=None):
     self.s = settings
+    self.bench = BENCHMARKS[settings.dataset]
     self.log = log
     self.strategy = strategy or tf.distribute.get_strategy()
     (self.x, self.y), (xt, yt) = train, test
@@ -184,6 +187,28 @@ class Runner:
   def is_trained(self, name):
     return os.path.exists(os.path.join(self.row_dir(name), "final", "weights.index"))
 
+  def adopt_conventional(self, root):
+    """Copies the trained conventional row of the model folder ``root`` here, unless this
+    folder has its own: the configurations of a warm-started grid differ only in Bayesian
+    fields, so they share one trained conventional row instead of training it once each.
+    Refused (ConfigError) unless that row's training read the same settings
+    (``settings.conventional_training``). Returns whether it copied."""
+    name = self.bench.conventional
+    if self.is_trained(name):
+      return False
+    theirs = read_json(os.path.join(root, "settings.json"))
+    if theirs is None or not os.path.exists(os.path.join(root, name, "final", "weights.index")):
+      raise ConfigError(f"no trained {name} row in {root}")
+    mine, other = conventional_training(self.s), conventional_training(Settings.from_dict({
+        k: v for k, v in theirs.items() if k in Settings.__dataclass_fields__}))
+    if mine != other:
+      diff = ", ".join(f"{k} {other[k]} (here {mine[k]})" for k in mine if mine[k] != other[k])
+      raise ConfigError(f"the {name} row in {root} was trained with other settings: {diff}")
+    shutil.copytree(os.path.join(root, name), self.row_dir(name), dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("backup", "tensorboard"))
+    self.log(f"  {name}: the trained row of {root} (same training settings), copied")
+    return True
+
   def _final(self, name):
     return os.path.join(self.row_dir(name), "final", "weights")
 
@@ -234,7 +259,7 @@ class Runner:
       from_adv = method.adversarial and method.bayesian  # the Adv-BNN from the Adv-CNN
       training.warm_start(model, self.conventional(from_adv))
       self.log(f"row {method.name}: starts from the trained "
-               f"{'Adv-CNN' if from_adv else CONVENTIONAL[self.s.dataset]} row")
+               f"{'Adv-CNN' if from_adv else self.bench.conventional} row")
     epochs = self.epochs(method)
     callbacks = []
     if self.s.epoch_eval_n:
@@ -259,7 +284,7 @@ class Runner:
 
   def conventional(self, adversarial_training=False):
     """The trained conventional row (the Adv-CNN with ``adversarial_training``)."""
-    name = "Adv-CNN" if adversarial_training else CONVENTIONAL[self.s.dataset]
+    name = "Adv-CNN" if adversarial_training else self.bench.conventional
     return self.train(parse_method(name, self.s.dataset))
 
   # ------------------------------------------------------- adversarial sets
@@ -270,18 +295,14 @@ class Runner:
     source = self.conventional()
     xa, ya, _ = advsets.generate_or_load(
         os.path.join(self.root, "sets", "offline_train.npz"), source, self.x[:n], self.y[:n],
-        s.eps, s.pgd_step, s.offline_iters, seed=s.seed, source_name=CONVENTIONAL[s.dataset])
+        s.eps, s.pgd_step, s.offline_iters, seed=s.seed, source_name=self.bench.conventional)
     return xa, ya
 
   def surrogates(self):
     """Conventional surrogates for the black-box column: {name: model}."""
     s = self.s
     out = {}
-    if s.dataset == "mnist":
-      specs = [("madry_natural", "madry_mnist", False), ("madry_adversarial", "madry_mnist", True)]
-    else:
-      specs = [("vgg16_natural", "vgg16", False)]
-    for name, arch, adv in specs:
+    for name, arch, adv in ((g.name, g.arch, g.adversarial) for g in self.bench.surrogates):
       warmup = adv and s.surrogate_adv_mode == "warmup"  # d3_tf.adversarial, ε ramped up
       epochs = s.surrogate_adv_epochs or s.surrogate_epochs if warmup else s.surrogate_epochs
       tf_keras.utils.set_random_seed(s.seed + 1000 + len(out))

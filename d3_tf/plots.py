@@ -38,8 +38,12 @@ def _save(fig, path):
   return path
 
 
-def figure1(results, path, eps):
-  """Per-epoch FGSM (a) and PGD (b) accuracy during training; None if no epoch logs."""
+def figure1(results, path, eps, paper=None, paper_epoch=100):
+  """Per-epoch FGSM (a) and PGD (b) accuracy during training; None if no epoch logs.
+
+  ``paper`` ({row: {"fgsm": %, "pgd": %}}, e.g. Table 1) adds the paper's final value of each
+  plotted row as a hollow star at ``paper_epoch``: Figure 1's curves end at Table 1's values.
+  """
   rows = {n: r["epochs"] for n, r in results["rows"].items() if r.get("epochs")}
   if not rows:
     return None
@@ -53,9 +57,15 @@ def figure1(results, path, eps):
       row, _, config = name.partition(" ")
       colour, marker = style(row)
       ax.plot(xs, [epochs[str(e)][key] for e in xs], color=colour, marker=marker, label=name,
-              linestyle=("-", "--", ":", "-.")[configs.index(config) % 4])
+              linestyle=("-", "--", ":", "-.")[configs.index(config) % 4],
+              markersize=3 if len(xs) > 20 else 6)
+    for row in dict.fromkeys(name.partition(" ")[0] for name in rows):
+      if row in (paper or {}):
+        ax.plot([paper_epoch], [paper[row][key]], marker="*", markersize=14, linestyle="none",
+                markerfacecolor="none", color=style(row)[0],
+                label=f"{row}: the paper (Table 1, epoch {paper_epoch})")
     all_epochs = sorted({int(e) for epochs in rows.values() for e in epochs})
-    if len(all_epochs) <= 20:
+    if len(all_epochs) <= 20 and not paper:
       ax.set_xticks(all_epochs)
     else:
       ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

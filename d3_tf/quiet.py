@@ -21,9 +21,9 @@ What the noise is, and how it is kept out of what the user sees:
   or the user's own code, whichever comes first) with fd 2 pointed at /dev/null, then removes
   itself; the same two Python warnings are filtered by message. Nothing else is hidden: a
   user's own warnings and TensorFlow's messages after the import reach stderr as usual.
-- When stdout is not a terminal, TQDM_DISABLE=1 turns off the progress bars
-  that ART draws itself (tqdm reads it when first imported), so a log file gets
-  lines, not carriage-return frames (see ``d3_tf.progress``).
+- When stdout or stderr is not a terminal, TQDM_DISABLE=1 turns off the progress
+  bars that ART draws itself on stderr (tqdm reads it when first imported), so a log
+  file gets lines, not carriage-return frames (see ``d3_tf.progress``).
 """
 
 import contextlib
@@ -105,7 +105,7 @@ def start():
     return
   import d3_tf  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (Keras 2 first)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  if not sys.stdout.isatty():
+  if not (sys.stdout.isatty() and sys.stderr.isatty()):  # ART draws its bars on stderr
     os.environ.setdefault("TQDM_DISABLE", "1")
   filter_warnings()
   with _stderr_to_devnull():

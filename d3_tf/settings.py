@@ -16,7 +16,9 @@ import hashlib
 import json
 import math
 
-ENUMS = {"dataset": ("mnist", "cifar10"), "arch": ("mnist_cnn", "vgg16"),
+from d3_tf.benchmark import BENCHMARKS
+
+ENUMS = {"dataset": tuple(BENCHMARKS), "arch": ("mnist_cnn", "vgg16"),
          "variance_variant": ("v1", "v2", "v3"), "y_mode": ("loss", "true_logit", "all_logits"),
          "penalty_reduction": ("sum", "mean"), "draws_mode": ("loop", "vectorized"),
          "estimator": ("flipout", "reparameterization", "reparam_conv"),
@@ -26,17 +28,6 @@ ENUMS = {"dataset": ("mnist", "cifar10"), "arch": ("mnist_cnn", "vgg16"),
 # benchmarks.train_step on 2 CPU cores (docs/performance.md). Both modes sample the same
 # per-example posterior; "auto" picks this one.
 FASTEST_EVAL_DRAWS = {"mnist_cnn": "vectorized", "vgg16": "loop"}
-CONVENTIONAL = {"mnist": "CNN", "cifar10": "VGG16"}
-BAYES_PLAIN = {"mnist": "BNN", "cifar10": "BVGG16"}
-TABLE_ROWS = {
-    "mnist": ("CNN", "BNN", "BNN-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off", "M-V-S-Off"),
-    "cifar10": ("VGG16", "BVGG16", "BVGG16-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off",
-                "M-V-S-Off"),
-}
-# Rows that are not in the paper's Tables 1-2 (Table 3 quotes them from Liu et al. 2019):
-# trained here with PGD adversarial training, as robust references under the same columns.
-EXTRA_ROWS = ("Adv-CNN", "Adv-BNN")
-ALL_ROWS = {dataset: rows + EXTRA_ROWS for dataset, rows in TABLE_ROWS.items()}
 # Fields that change what a trained model is: part of the model folder's hash.
 TRAINING_FIELDS = ("dataset", "arch", "width", "n_train", "epochs", "batch_size", "num_draws",
                    "learning_rate", "lambda_m", "lambda_v", "lambda_s", "variance_variant",
@@ -136,6 +127,15 @@ class Settings:
     return hashlib.md5(blob.encode()).hexdigest()[:10]
 
 
+def conventional_training(s):
+  """The settings the conventional row's training reads (a deterministic net: none of the
+  Bayesian or penalty fields): two Settings that agree here train the same conventional row."""
+  return {"dataset": s.dataset, "arch": s.arch, "width": s.width, "n_train": s.n_train,
+          "batch_size": s.batch_size, "learning_rate": s.learning_rate,
+          "lr_schedule": s.lr_schedule, "seed": s.seed,
+          "epochs": s.conventional_epochs or s.epochs}
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   name: str
@@ -147,13 +147,13 @@ class Method:
 
 def parse_method(name, dataset):
   """Parses the paper's shorthand ("M-V-S-Off", "BNN", "VGG16", "Adv-CNN", ...) for a dataset."""
-  valid = ALL_ROWS[dataset]
+  valid = BENCHMARKS[dataset].all_rows
   if name not in valid:
     raise ConfigError(f"unknown method {name!r} for {dataset}; valid: {', '.join(valid)}")
   parts = name.split("-")
   off = parts[-1] == "Off"
   letters = [p for p in parts if p in ("M", "V", "S")]
-  return Method(name=name, bayesian=name not in (CONVENTIONAL[dataset], "Adv-CNN"),
+  return Method(name=name, bayesian=name not in (BENCHMARKS[dataset].conventional, "Adv-CNN"),
                 penalties="".join(l.lower() for l in letters), off=off,
                 adversarial=parts[0] == "Adv")
 
@@ -164,7 +164,7 @@ def parse_methods(names, dataset):
     names = [n.strip() for n in names.split(",") if n.strip()]
   methods = [parse_method(n, dataset) for n in names]
   if not methods:
-    raise ConfigError(f"no methods given; valid: {', '.join(TABLE_ROWS[dataset])}")
+    raise ConfigError(f"no methods given; valid: {', '.join(BENCHMARKS[dataset].rows)}")
   return methods
 
 
@@ -227,16 +227,13 @@ def check(name, value, rule):
 
 
 # ------------------------------------------------------------------ presets
-_MNIST = dict(dataset="mnist", arch="mnist_cnn", lambda_m=20.0, lambda_v=40.0, lambda_s=40.0,
-              eps=0.3, pgd_step=0.01)
-# draws_mode stays "loop" (the reference, with tfp's Flipout) for both models: on 2 CPU cores
-# benchmarks/train_step.py measures the vectorized draws at about 1.1x on the MNIST CNN and
-# slightly slower on VGG16 (both are bound by the same convolution FLOPs; docs/performance.md).
-_CIFAR = dict(dataset="cifar10", arch="vgg16", lambda_m=10.0, lambda_v=40.0, lambda_s=20.0,
-              eps=0.03, pgd_step=0.001)
-# λ's as the paper prints them, per dataset (table headers name any other value).
-PAPER_LAMBDAS = {name: {k: v for k, v in d.items() if k.startswith("lambda_")}
-                 for name, d in (("mnist", _MNIST), ("cifar10", _CIFAR))}
+# Each preset starts from its dataset's protocol (architecture, printed λ's, ε, PGD step:
+# d3_tf.benchmark). draws_mode stays "loop" (the reference, with tfp's Flipout) for both
+# models: on 2 CPU cores benchmarks/train_step.py measures the vectorized draws at about 1.1x
+# on the MNIST CNN and slightly slower on VGG16 (both are bound by the same convolution FLOPs;
+# docs/performance.md).
+_MNIST = BENCHMARKS["mnist"].protocol()
+_CIFAR = BENCHMARKS["cifar10"].protocol()
 # Presets that run on the MNIST slice embedded in the package when no data dir is set.
 EMBEDDED_PRESETS = ("smoke", "quick")
 PRESETS = {
@@ -351,16 +348,13 @@ AUDITED_PRESETS = ("cpu", "verdict", "paper", "robust", "robust_mix")
 # The presets whose audit takes the cpu budget (EOT 1,4; 50 steps; 1 restart; Square 500).
 CPU_AUDIT_PRESETS = ("cpu", "robust", "robust_mix")
 
-# Seconds per batch-64 training step on 2 CPU cores (K=10, all penalties, draws_mode=loop),
-# from benchmarks.train_step: MNIST measured at batch 64; CIFAR-10 twice the 5.9 s VGG16 step
-# measured at batch 32 (the cores are saturated, so time grows with the batch). For estimates.
-STEP_SECONDS_CPU = {"mnist": 0.69, "cifar10": 11.9}
-
-
-def estimate_hours(settings, num_rows, n_train_full):
-  """Rough CPU cost of training ``num_rows`` D3 rows (the dominant term), in hours."""
-  n = settings.n_train or n_train_full
+def estimate_hours(settings, num_rows):
+  """Rough CPU cost of training ``num_rows`` D3 rows (the dominant term), in hours: the
+  dataset's batch-64 step on 2 CPU cores (K=10, all penalties, draws_mode=loop, measured with
+  benchmarks.train_step; ``Benchmark.step_seconds_cpu``) scaled by width and batch."""
+  bench = BENCHMARKS[settings.dataset]
+  n = settings.n_train or bench.n_train
   steps = num_rows * settings.epochs * -(-n // settings.batch_size)
   width_factor = settings.width ** 2 if settings.arch == "vgg16" else 1.0
   batch_factor = settings.batch_size / 64
-  return steps * STEP_SECONDS_CPU[settings.dataset] * width_factor * batch_factor / 3600.0
+  return steps * bench.step_seconds_cpu * width_factor * batch_factor / 3600.0

@@ -6,7 +6,8 @@ which output y is differentiated (``y_mode``) and, implicitly, how λS compares 
 cross-entropy. A *configuration* is one choice of these (Settings overrides on the
 protocol of the committed ``--preset cpu`` table: ε = 0.3, PGD 40 × 0.01 on 1,000 test
 images, the same black-box surrogate sets); a *grid* is a list of configurations, each
-trained and evaluated for some rows of Table 1 (``experiments.study``).
+trained and evaluated for some rows of the paper's table (``experiments.study``). A grid
+(:class:`Grid`) names its dataset: its configurations start from that dataset's cpu preset.
 
 For every configuration and row the study records the paper's white-box and black-box
 columns, an audit (EOT-PGD, APGD-CE/DLR with EOT, transfer from the posterior mean), the
@@ -20,12 +21,20 @@ import itertools
 
 from d3_tf import settings as cfg
 
-# Every configuration starts from the cpu table's protocol with the estimator the project
-# was specified with (DenseFlipout + Convolution2DReparameterization). The budget sweeps
-# (Figure 2) and the per-epoch PGD log (Figure 1) are left to the tables and the long runs:
-# neither enters the training hash.
-BASE = dataclasses.replace(cfg.PRESETS[("mnist", "cpu")], estimator="reparam_conv",
-                           sweep_linf=(), sweep_l2=(), epoch_eval_n=0)
+
+
+def base(dataset, smoke=False):
+  """Where every configuration of a grid on ``dataset`` starts: the dataset's cpu table
+  protocol (its smoke preset for the smoke grids) with the estimator the project was
+  specified with (DenseFlipout + Convolution2DReparameterization). The budget sweeps
+  (Figures 2-3) and the per-epoch PGD log (Figure 1) are left to the tables and the long
+  runs: neither enters the training hash."""
+  return dataclasses.replace(cfg.PRESETS[(dataset, "smoke" if smoke else "cpu")],
+                             estimator="reparam_conv", sweep_linf=(), sweep_l2=(),
+                             epoch_eval_n=0)
+
+
+BASE = base("mnist")
 # The grid budget: 10k images × 3 epochs (the BNN's clean accuracy there is in the results).
 GRID_BUDGET = {"n_train": 10000, "epochs": 3}
 # All 60k images × 10 epochs, with the per-epoch PGD log on 200 test images (Figure 1).
@@ -136,14 +145,71 @@ def _smoke_grid():
           config(_reading_name("mean", -5.0, "loss"), ["M"], penalty_reduction="mean")]
 
 
-GRIDS = {"main": _main_grid, "init": _init_grid, "lambda_s": _lambda_s_grid,
-         "lambda_m": _lambda_m_grid, "verdict": _verdict_grid, "long": _long_grid,
-         "full": _full_grid,
-         "smoke": _smoke_grid}
-SMOKE_BASE = dataclasses.replace(cfg.PRESETS[("mnist", "smoke")], estimator="reparam_conv",
-                                 sweep_linf=(), sweep_l2=(), epoch_eval_n=0)
+# CIFAR-10 (issue: the paper's strongest claims, at the readings that gave MNIST its
+# pattern): the cpu table's protocol (1/4-width VGG16 on all 50k images, ε = 0.03, PGD
+# 40 × 0.001 on 500 test images, clean on 10k), the Bayesian rows warm-started from the
+# trained VGG16 as in the committed CIFAR tables (one copy, shared by every configuration:
+# CIFAR_CONVENTIONAL) and trained 2 epochs each.
+CIFAR_BUDGET = {"epochs": 2}
+CIFAR_CONVENTIONAL = "results/cifar_table2/robust_mix/models/cifar10-vgg16-8f270ab632"
+# Posterior widths: softplus(ρ₀) = 0.0067, 0.049, 0.127 against the trained head's weights
+# (median |w| 0.034-0.040 in block 5, 0.09 in the dense layers).
+CIFAR_INITS = (-5.0, -3.0, -2.0)
+# λS under the printed sums: the printed 20 scaled as on MNIST (where 40 → 0.04 let M-S learn).
+CIFAR_SUM_LAMBDA_S = 0.02
+
+
+def _cifar_grid():
+  """{means, printed sums} × ρ₀ for M and M-S; BVGG16 once per ρ₀ (its loss has no Ω)."""
+  out = []
+  for init in CIFAR_INITS:
+    out.append(config(f"cifar/bvgg16/{init:g}", ["BVGG16"], posterior_init=init,
+                      **CIFAR_BUDGET))
+    for reduction in ("mean", "sum"):
+      scale = {"lambda_s": CIFAR_SUM_LAMBDA_S} if reduction == "sum" else {}
+      out.append(config("cifar/" + _reading_name(reduction, init, "loss"), ["M", "M-S"],
+                        penalty_reduction=reduction, posterior_init=init, **scale,
+                        **CIFAR_BUDGET))
+  return out
+
+
+def _cifar_smoke_grid():
+  """A grid on CIFAR-10's smoke preset (1/16-width VGG16, 128 images; tests)."""
+  return [config(_reading_name("mean", -5.0, "loss"), ["BVGG16", "M"], penalty_reduction="mean")]
+
+
+SMOKE_BASE = base("mnist", smoke=True)
 SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,
                "square_queries": 0, "sanity_n": 8}
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A grid: its configurations, the dataset they train on and whether it is a smoke test."""
+  configs: object   # () -> [Config]
+  dataset: str = "mnist"
+  smoke: bool = False
+  conventional_from: str = None  # model folder whose trained conventional row warm starts
+  surrogates_from: tuple = None  # (model folder, its deterministic rows): the black-box
+                                 # column's surrogates, instead of the protocol's own
+
+  def base(self):
+    return base(self.dataset, self.smoke)
+
+  def protocol(self):
+    """The table preset whose surrogate sets give the grid's black-box column."""
+    return cfg.PRESETS[(self.dataset, "smoke" if self.smoke else "cpu")]
+
+  def audit(self):
+    return dict(SMOKE_AUDIT if self.smoke else AUDIT)
+
+
+GRIDS = {"main": Grid(_main_grid), "init": Grid(_init_grid), "lambda_s": Grid(_lambda_s_grid),
+         "lambda_m": Grid(_lambda_m_grid), "verdict": Grid(_verdict_grid),
+         "long": Grid(_long_grid), "full": Grid(_full_grid), "smoke": Grid(_smoke_grid, smoke=True),
+         "cifar": Grid(_cifar_grid, dataset="cifar10", conventional_from=CIFAR_CONVENTIONAL,
+                       surrogates_from=(CIFAR_CONVENTIONAL, ("VGG16", "Adv-CNN"))),
+         "cifar_smoke": Grid(_cifar_smoke_grid, dataset="cifar10", smoke=True)}
 
 
 def grid(name, seeds=(0,), only=None, rows=None):
@@ -151,7 +217,7 @@ def grid(name, seeds=(0,), only=None, rows=None):
   keeps the named configurations, `rows` those of their rows (e.g. M alone for extra seeds)."""
   if name not in GRIDS:
     raise cfg.ConfigError(f"unknown grid {name!r}; choose from {', '.join(GRIDS)}")
-  configs = GRIDS[name]()
+  configs = GRIDS[name].configs()
   if only:
     unknown = sorted(set(only) - {c.name for c in configs})
     if unknown:
@@ -199,6 +265,56 @@ def gradient_stats(estimator, x, y, batch_size=200):
     margins.append(true - other.max(axis=1))
   return {"zero_gradient_pct": 100.0 * zero / len(x),
           "median_logit_margin": float(np.median(np.concatenate(margins)))}
+
+
+def surrogate_sets(folder, rows, x, y, settings, cache_dir):
+  """{row: (x_adv, y, meta)}: PGD (``settings``' ε, step and iterations) against trained
+  deterministic rows of the model folder ``folder`` (e.g. a natural and an adversarially
+  trained net), on (x, y); cached in ``cache_dir``. The strong surrogates of a grid."""
+  import os  # pylint: disable=g-import-not-at-top
+  from d3_tf import advsets, store, training  # pylint: disable=g-import-not-at-top
+  stored = store.read_json(os.path.join(folder, "settings.json"))
+  if stored is None:
+    raise cfg.ConfigError(f"no settings.json in {folder}: not a model folder")
+  out = {}
+  for row in rows:
+    if cfg.parse_method(row, stored["dataset"]).bayesian:
+      raise cfg.ConfigError(f"surrogate {row}: a deterministic row is needed")
+    model = training.build(stored["arch"], bayesian=False, arch_kwargs={
+        "width": stored["width"]} if stored["arch"] == "vgg16" else None)
+    model.load_weights(os.path.join(folder, row, "final", "weights")).expect_partial()
+    path = os.path.join(cache_dir, f"blackbox_{stored['dataset']}_{row}_{len(x)}.npz")
+    out[row] = advsets.generate_or_load(path, model, x, y, settings.eps, settings.pgd_step,
+                                        settings.pgd_iters, seed=settings.seed, source_name=row)
+  return out
+
+
+def epoch_curves(configs, base, rows_dir):
+  """{"rows": {"<row> <configuration>": {"epochs": log}}}: the per-epoch attack log of every
+  row of ``configs`` that has one in ``rows_dir``, finished or still training (Figure 1 as
+  the epochs land)."""
+  import os  # pylint: disable=g-import-not-at-top
+  from d3_tf import store  # pylint: disable=g-import-not-at-top
+  rows = {}
+  for c in configs:
+    s = c.settings(base)
+    folder = os.path.join(rows_dir, f"{s.dataset}-{s.arch}-{s.training_hash()}")
+    for row in c.rows:
+      log = store.read_json(os.path.join(folder, row, "epochs.json"))
+      if log:
+        rows[f"{row} {c.name}"] = {"epochs": log}
+  return {"rows": rows}
+
+
+def figure1(results, configs, base, rows_dir, path):
+  """Figure 1 of a grid: the finished rows' epoch logs and those of rows still training in
+  ``rows_dir``; beside the paper's Table 1 for the grids at its budget (100 epochs)."""
+  from d3_tf import paper, plots  # pylint: disable=g-import-not-at-top
+  rows = epoch_curves(configs, base, rows_dir)["rows"]
+  rows.update({f"{row} {name}": r for name, entry in results["configs"].items()
+               for row, r in entry["rows"].items()})
+  full = any(c.settings(base).epochs >= 100 for c in configs)
+  return plots.figure1({"rows": rows}, path, base.eps, paper=paper.TABLE1 if full else None)
 
 
 def merge_rows(results, on_disk):

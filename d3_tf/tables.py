@@ -9,7 +9,7 @@ import sys
 import time
 
 from d3_tf import distribute, experiment, paper, progress
-from d3_tf import settings as cfg
+from d3_tf.benchmark import BENCHMARKS, EXTRA_ROWS
 
 COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
 AUDIT_COLUMN = ("audited", "Audited")
@@ -75,12 +75,10 @@ def _delta(ours, ref):
   return f"{ours - ref:+.1f}"
 
 
-PAPER_TRAINING = {"mnist": (60000, 100), "cifar10": (50000, 100)}  # images, epochs
-
-
 def setup_line(s, n_eval, rows=()):
   """One sentence with the settings that make a table's numbers what they are."""
-  images, epochs = PAPER_TRAINING[s["dataset"]]
+  bench = BENCHMARKS[s["dataset"]]
+  images, epochs = bench.n_train, bench.paper_epochs
   share = 100.0 * (s["n_train"] or images) * s["epochs"] / (images * epochs)
   reduction = {"sum": "as printed (sums over input dims)",
                "mean": "as means over input dims"}[s["penalty_reduction"]]
@@ -88,10 +86,10 @@ def setup_line(s, n_eval, rows=()):
                                              ("penalty_examples", 0))
            if s.get(k, default) != default]
   extra += [f"λ{k[-1].upper()} {s[k]:g} (paper {v:g})"
-            for k, v in cfg.PAPER_LAMBDAS[s["dataset"]].items() if s[k] != v]
+            for k, v in bench.lambdas.items() if s[k] != v]
   if s.get("lr_schedule", "constant") != "constant":
     extra.append(f"{s['lr_schedule']} learning-rate schedule")
-  conventional = experiment.CONVENTIONAL[s["dataset"]]
+  conventional = bench.conventional
   if s.get("conventional_epochs"):
     extra.append(f"{conventional} row {progress.count(s['conventional_epochs'], 'epoch')}")
   if s.get("warm_start_lr"):
@@ -138,12 +136,12 @@ def table_markdown(results, published, title, clean_reference=None):
     cells = []
     for key, _ in COLUMNS:
       ref_value = ref.get(key, clean_reference if key == "clean" and name not in
-                          cfg.EXTRA_ROWS else None)
+                          EXTRA_ROWS else None)
       cells += [_fmt(row.get(key)), _fmt(ref_value), _delta(row.get(key), ref_value)]
     if audited:
       worst, mean = row.get("audited"), row.get("audit", {}).get("expected_robust_accuracy")
       cells.append(_fmt(worst) + (f" / {_fmt(mean)}" if mean is not None else ""))
-    label = f"{name} (not in the paper)" if name in cfg.EXTRA_ROWS else name
+    label = f"{name} (not in the paper)" if name in EXTRA_ROWS else name
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if audited:
     n_audit = next((row["audit"].get("n") for row in results["rows"].values()
@@ -237,7 +235,7 @@ class TableRun:
   def add(self, name, row):
     """Records a row; rows are kept in the paper's table order."""
     rows = dict(self.results["rows"], **{name: row})
-    order = cfg.ALL_ROWS[self.results["settings"]["dataset"]]
+    order = BENCHMARKS[self.results["settings"]["dataset"]].all_rows
     self.results["rows"] = {k: rows[k] for k in sorted(rows, key=order.index)}
     self.save()
 
@@ -284,10 +282,9 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
   run.save()
   if not distribute.is_chief():
     return run.results, []
-  figure = "Figure 1" if settings.dataset == "mnist" else None
+  bench = BENCHMARKS[settings.dataset]
   made = [plots.figure1(run.results, os.path.join(output_dir, "figure1.png"), settings.eps)
-          if figure else None,
-          plots.figure_budgets(run.results, os.path.join(
-              output_dir, "figure2.png" if settings.dataset == "mnist" else "figure3.png"),
-                               "MNIST" if settings.dataset == "mnist" else "CIFAR-10")]
+          if bench.epoch_figure else None,
+          plots.figure_budgets(run.results, os.path.join(output_dir, bench.budget_figure),
+                               bench.title)]
   return run.results, [m for m in made if m]

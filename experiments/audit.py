@@ -5,12 +5,15 @@ model (--model): EOT-PGD (R fresh forward passes per gradient), APGD-CE/APGD-DLR
 Square attack and transfer attacks as a per-example worst case, and the expected robust accuracy
 (each example's chosen adversarial point re-scored over --passes independent forward passes).
 --protocol rand is AutoAttack's version for randomised defences (APGD-CE, APGD-DLR, EOT 20, no
-restarts). Sanity checks (0% at ε=1, monotone in ε and steps, white-box ≤ black-box) print
-pass/fail.
+restarts). Sanity checks (zero accuracy at ε=1, monotone in ε and steps, white-box ≤ black-box)
+print pass/fail.
 
   python -m experiments.audit --table mnist_table1 --preset cpu --methods M-S
   python -m experiments.audit --model my_model.keras --dataset mnist --eps 0.3 --protocol rand
   python -m experiments.audit --model weights.index --arch mnist_cnn --bayesian --dataset mnist
+
+Without a data folder (--data_dir or $D3_DATA_DIR) and offline, add --data_source embedded:
+the MNIST test images shipped in the package (the first 1,000).
 
 Saved models load without unpickling: a .keras file (safe mode), a SavedModel folder, or
 weights (a checkpoint prefix or .h5) of one of the project's architectures (--arch).
@@ -21,8 +24,9 @@ import time
 
 from absl import flags
 
+from d3_tf import audit_inputs, store
 from d3_tf import settings as cfg
-from d3_tf import store
+from d3_tf.benchmark import BENCHMARKS
 from experiments import common
 
 common.define_trained_rows_flags(["M-S"])
@@ -44,14 +48,39 @@ _APGD_EOT = flags.DEFINE_integer("apgd_eot", 10, "EOT samples R of APGD-CE / APG
 _SQUARE = flags.DEFINE_integer("square_queries", 1000, "Square attack queries (0 = skip).")
 _SANITY_N = flags.DEFINE_integer("sanity_n", 100, "Images used by the sanity checks.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts, restarts and weight draws.")
+_SETS = flags.DEFINE_list("sets", None, "With --model and --protocol full: transfer sets (.npz "
+                          "written by the table binaries or experiments.study, e.g. strong "
+                          "surrogates' PGD examples of the first test images), tried first.")
+flags.register_validator("sets", lambda v: v is None or all(os.path.isfile(p) for p in v),
+                         message="must be existing .npz files")
 common.define_model_flags("Audit this saved model instead of table rows")
+flags.FLAGS["output_dir"].help = ("Where audit.json / audit.md go (default: --results_dir for "
+                                  "table rows; results/audit/<name> for --model).")
+flags.adopt_module_key_flags(common)  # --model, --arch, --output_dir, ... listed by --help
+
+
+def _rule(check):
+  """An absl validator from one of d3_tf.audit_inputs' checks (the API's rules, one line)."""
+  def ok(value):
+    if value is not None:
+      try:
+        check(value)
+      except cfg.ConfigError as e:
+        raise flags.ValidationError(str(e)) from None
+    return True
+  return ok
+
 
 for _name in ("n", "steps", "restarts", "apgd_eot", "sanity_n", "passes"):
-  common.validate(_name, cfg.POSITIVE_INT)
-common.validate("square_queries", cfg.COUNT)
-common.validate("seed", cfg.COUNT)
+  flags.register_validator(_name, _rule(lambda v, n=_name: audit_inputs.check_count(
+      n, v, prefix="--")))
+flags.register_validator("square_queries", _rule(
+    lambda v: audit_inputs.check_count("square_queries", v, lo=0, prefix="--")))
+flags.register_validator("seed", _rule(lambda v: audit_inputs.check_count("seed", v, lo=0,
+                                                                           prefix="--")))
 common.validate("eot", common.int_list(1))
-common.validate("eps", cfg.RULES["eps"])
+flags.register_multi_flags_validator(["eps", "norm"], _rule(
+    lambda f: f["eps"] is None or audit_inputs.check_budget(f["eps"], f["norm"], prefix="--")))
 
 
 def _fmt(value):
@@ -85,6 +114,11 @@ def markdown(report):
                    f"{a.get('audited_after', 0):.1f} |")
     lines += [""] + [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']} ({c['detail']})"
                      for c in row["sanity_checks"]]
+    if "diversity" in row:
+      d = row["diversity"]
+      lines.append(f"- directions of K = {d['num_draws']} test-time draws: ΩM {d['omega_m']:.3f} "
+                   f"(1/K = {d['omega_m_independent']:.3f} if independent), posterior σ "
+                   f"median {d['sigma_median']:.4f}")
   return "\n".join(lines) + "\n"
 
 
@@ -105,18 +139,28 @@ def per_example(row):
 
 def main_model():
   """Audit of one saved model on the first --n test images of --dataset."""
-  from d3_tf import audit, tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import advsets, audit, tables, training  # pylint: disable=g-import-not-at-top
   t0, commit = time.time(), tables.git_commit()  # the code as the audit starts
-  model, x, y = common.load_model(_N.value)
-  eps = _EPS.value if _EPS.value is not None else {"mnist": 0.3, "cifar10": 0.03}[FLAGS.dataset]
   name = common.model_name()
-  row = audit.run_audit(model, x, y, eps, **audit_kwargs())
+  out = common.writable(FLAGS.output_dir or os.path.join("results", "audit",
+                                                         name.replace(".", "_")), "output_dir")
+  model, x, y = common.load_model(_N.value, "n")
+  eps = _EPS.value if _EPS.value is not None else BENCHMARKS[FLAGS.dataset].eps
+  transfer = {}
+  for path in _SETS.value or ():
+    xa, ya, meta = advsets.load(path)
+    if len(xa) < len(x):
+      raise cfg.ConfigError(f"--sets {path}: {len(xa)} examples for --n={len(x)} images")
+    transfer[meta.get("source", os.path.basename(path))] = (xa[:len(x)], ya[:len(x)])
+  row = audit.run_audit(model, x, y, eps, transfer_sets=transfer, **audit_kwargs())
   row["per_example"] = per_example(row)
+  if isinstance(model, training.D3Model) and model.bayesian:  # the mechanism: ΩM, σ
+    row["diversity"] = audit.direction_diversity(model, x, y)
+  row["transfer_sets"] = list(_SETS.value or ())
   report = {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,
             "model": FLAGS.model, "dataset": FLAGS.dataset, "rows": {name: row},
             "command": tables.TableRun.command("audit"), "git_commit": commit,
             "versions": tables.versions(), "wall_seconds": time.time() - t0}
-  out = FLAGS.output_dir or os.path.join("results", "audit", name.replace(".", "_"))
   return report, common.write_report(out, "audit", report, markdown)
 
 

@@ -65,10 +65,12 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from d3_tf import advsets, attacks, audit, tables, training  # pylint: disable=g-import-not-at-top
   t0 = time.time()
+  out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "blackbox",
+                                                          common.model_name()), "output_dir")
   sets = [(path,) + advsets.load(path) for path in FLAGS.sets]
   n = min(len(xa) for _, xa, _, _ in sets)
   n_clean = _N_CLEAN.value or n
-  model, xc, yc = common.load_model(max(n, n_clean))
+  model, xc, yc = common.load_model(max(n, n_clean), "n_clean")
   x, y = xc[:n], yc[:n]
   tf.keras.utils.set_random_seed(_SEED.value)
   if isinstance(model, training.D3Model):
@@ -87,7 +89,6 @@ def main(argv):
   row["blackbox"] = min(row["per_set"].values())
   row.update(command=tables.TableRun.command("blackbox"), git_commit=tables.git_commit(),
              seed=_SEED.value, wall_seconds=time.time() - t0)
-  out = _OUTPUT_DIR.value or os.path.join("results", "blackbox", common.model_name())
   report = store.read_json(os.path.join(out, "blackbox.json"), {"rows": {}, "sets": {}})
   report["rows"][common.model_name()] = row
   report["sets"].update(metas)

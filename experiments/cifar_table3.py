@@ -17,7 +17,8 @@ reach every budget.
 from absl import flags
 
 from d3_tf import paper
-from d3_tf.settings import ALL_ROWS, PRESET_ROWS, ConfigError, parse_methods
+from d3_tf.benchmark import CIFAR10
+from d3_tf.settings import PRESET_ROWS, ConfigError, parse_methods
 from experiments import common
 
 BINARY = "cifar_table3"
@@ -30,7 +31,7 @@ _BUDGETS = flags.DEFINE_string("budgets", ",".join(str(b) for b in paper.TABLE3_
 _METHODS = flags.DEFINE_list(
     "methods", None, f"Rows to run (default: {', '.join(ROWS)}; --preset robust and robust_mix: "
     f"{', '.join(PRESET_ROWS[('cifar10', 'robust')])}). Rows not trained yet are trained first.")
-common.validate("methods", common.list_of(ALL_ROWS["cifar10"], ", ".join(ALL_ROWS["cifar10"])))
+common.validate("methods", common.list_of(CIFAR10.all_rows, ", ".join(CIFAR10.all_rows)))
 _SCALE_STEP = flags.DEFINE_bool("scale_step", True,
                                 "Also attack with the step 2.5·ε/iterations, beside the paper's "
                                 "fixed --pgd_step (a column of its own per budget).")
@@ -72,12 +73,12 @@ def main(argv):
   settings = common.settings_from_flags("cifar10")
   methods = parse_methods(_METHODS.value or list(PRESET_ROWS.get(
       ("cifar10", flags.FLAGS.preset), ROWS)), "cifar10")
-  common.describe(settings, BINARY, len(methods), common.N_TRAIN_FULL["cifar10"])
+  common.describe(settings, BINARY, len(methods))
+  out = common.table_outputs(BINARY)
   train, test = common.load_table_data(settings)
   if flags.FLAGS.train_only:
     common.train_only(settings, methods, train, test)
     return
-  out = common.output_dir(BINARY)
   run = tables.TableRun(BINARY, flags.FLAGS.preset, settings, out,
                         lambda r: tables.budget_markdown(r, "Table 3 — CIFAR-10, PGD budgets"))
   run.results["budgets"] = list(budgets)

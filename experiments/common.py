@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -17,6 +18,7 @@ from absl import logging as absl_logging
 
 from d3_tf import data, distribute, progress, quiet, store
 from d3_tf import settings as cfg
+from d3_tf.benchmark import BENCHMARKS, EXTRA_ROWS
 
 FLAGS = flags.FLAGS
 
@@ -107,6 +109,9 @@ _HELP = {
     "adv_warm_start_warmup": "Epochs over which eps ramps linearly from 0 to --eps for an "
                              "Adv-CNN started from the trained conventional row (0: the full "
                              "eps from the first step).",
+    "keep_epochs": "Epochs (1-based, comma-separated) after which each row's weights are kept "
+                   "in <row>/epoch_<e>/, e.g. for audits along a long run; not a training "
+                   "setting (the model folder stays the same).",
     "adv_clean_weight": "Weight w of the clean batch's loss in the Adv rows' training: loss = "
                         "w·L(clean) + (1 − w)·L(PGD) (Goodfellow et al.'s mixed objective; 0 = "
                         "PGD examples only, Madry et al.).",
@@ -118,9 +123,10 @@ _TUNABLE = [f for f in dataclasses.fields(cfg.Settings) if f.name in _HELP]
 
 
 def _floats(values):
-  """A list flag's strings as a tuple of floats (None when one is not a number)."""
+  """A list flag's strings as a tuple of numbers, integers where written as such (None when
+  one is not a number)."""
   try:
-    return tuple(float(v) for v in values)
+    return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in values)
   except ValueError:
     return None
 
@@ -171,12 +177,12 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   """Flags of every table binary; ``methods`` adds --methods and --blackbox."""
   flags.DEFINE_enum("preset", default_preset, presets(dataset), presets_doc)
   if methods:
-    rows = cfg.ALL_ROWS[dataset]
+    rows = BENCHMARKS[dataset].all_rows
     own = "; ".join(f"--preset {p}: {', '.join(r)}" for (d, p), r in cfg.PRESET_ROWS.items()
                     if d == dataset)
     flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default: the "
-                      f"paper's rows, {', '.join(cfg.TABLE_ROWS[dataset])}"
-                      + (f"; {own}" if own else "") + f"). Also {', '.join(cfg.EXTRA_ROWS)}: "
+                      f"paper's rows, {', '.join(BENCHMARKS[dataset].rows)}"
+                      + (f"; {own}" if own else "") + f"). Also {', '.join(EXTRA_ROWS)}: "
                       "PGD adversarial training (Madry et al.; Adv-BNN: Liu et al.), reference "
                       "rows not in the paper's table.")
     validate("methods", list_of(rows, ", ".join(rows)))
@@ -240,7 +246,7 @@ def settings_from_flags(dataset):
     value = getattr(FLAGS, f.name)
     if value is not None:
       if f.type in ("tuple", tuple):
-        value = tuple(float(v) for v in value)
+        value = _floats(value)
       overrides[f.name] = value
   return dataclasses.replace(base, **overrides).validate()
 
@@ -257,7 +263,7 @@ def define_trained_rows_flags(default_methods):
   flags.DEFINE_string("output_dir", None, "Where this binary's JSON / markdown go "
                       "(default: --results_dir).")
   flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
-  rows = sorted(set(cfg.ALL_ROWS["mnist"] + cfg.ALL_ROWS["cifar10"]))
+  rows = sorted({r for b in BENCHMARKS.values() for r in b.all_rows})
   validate("methods", list_of(rows, "table rows (" + ", ".join(rows) + ")"))
 
 
@@ -267,7 +273,7 @@ def define_model_flags(what):
                       "(checkpoint prefix, .index or .h5) with --arch. Never unpickled.")
   flags.register_validator("model", lambda v: v is None or os.path.exists(v) or os.path.exists(
       v + ".index"), message="must be an existing file or folder")
-  flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"],
+  flags.DEFINE_enum("dataset", "mnist", list(BENCHMARKS),
                     "Test set of --model (its first --n images).")
   flags.DEFINE_string("name", None, "Name of --model in the report (default: its file or "
                       "folder name).")
@@ -282,13 +288,17 @@ def define_model_flags(what):
   validate("width", cfg.RULES["width"])
 
 
-def load_model(n):
+def load_model(n, n_flag="n"):
   """(model, x, y): the model of --model (d3_tf.saved: nothing is unpickled) and the first
-  ``n`` test images of --dataset; ConfigError if it does not load or does not take them."""
+  ``n`` test images of --dataset; ConfigError if it does not load or does not take them, or
+  if the test set has fewer than ``n`` images (``n_flag`` names the flag)."""
   from d3_tf import saved  # pylint: disable=g-import-not-at-top
+  _, (xt, yt) = load_data(FLAGS.dataset, n_train=1)
+  if n > len(xt):
+    raise cfg.ConfigError(f"--{n_flag}={n}: the {FLAGS.dataset} test set here has {len(xt)} "
+                          "images")
   model = saved.load(FLAGS.model, FLAGS.arch, FLAGS.bayesian, FLAGS.estimator,
                      FLAGS.num_draws, FLAGS.width)
-  _, (xt, yt) = load_data(FLAGS.dataset, n_train=1, n_test=n)
   x, y = xt[:n], yt[:n]
   shape = tuple(getattr(model, "input_shape", (None,) + x.shape[1:])[1:])
   if shape != x.shape[1:]:
@@ -312,6 +322,8 @@ def trained_rows():
   if table is None:
     raise cfg.ConfigError(f"no results.json in {results_dir}; run python -m "
                           f"experiments.{FLAGS.table} --preset {FLAGS.preset} first")
+  out = writable(FLAGS.output_dir or results_dir,
+                 "output_dir" if FLAGS.output_dir else "results_dir")
   settings = cfg.Settings.from_dict(table["settings"])
   methods = cfg.parse_methods(FLAGS.methods, settings.dataset)
   train, test = load_table_data(settings)
@@ -320,7 +332,20 @@ def trained_rows():
     if not runner.is_trained(method.name):
       raise cfg.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
                             f"python -m experiments.{FLAGS.table} first")
-  return table, settings, runner, methods, FLAGS.output_dir or results_dir
+  return table, settings, runner, methods, out
+
+
+def writable(path, flag):
+  """``path`` (a folder, made if missing) once a file can be written there; else a ConfigError
+  naming ``--flag``. Binaries check every output folder before any work starts, so a run never
+  trains or attacks for an hour and then fails at its first write."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check"):
+      pass
+  except OSError as e:
+    raise cfg.ConfigError(f"--{flag} {path}: cannot write there ({e.strerror or e})") from None
+  return path
 
 
 def write_report(out, stem, report, to_markdown):
@@ -335,12 +360,19 @@ def output_dir(binary):
   return FLAGS.output_dir or os.path.join("results", binary, FLAGS.preset)
 
 
+def table_outputs(binary):
+  """A table binary's output folder, once it and --models_dir are writable (before any work;
+  --train_only writes models only)."""
+  writable(FLAGS.models_dir, "models_dir")
+  return output_dir(binary) if FLAGS.train_only else writable(output_dir(binary), "output_dir")
+
+
 def load_data(dataset, n_train=None, n_test=None, embedded_default=False):
   """Loads a dataset honouring --data_dir/--data_source; prints where it came from."""
   source = DATA_SOURCE.value
   if source is None:
     has_dir = bool(DATA_DIR.value or data.resolve_data_dir())
-    source = "embedded" if (embedded_default and dataset == "mnist" and not has_dir) else "auto"
+    source = "embedded" if (embedded_default and BENCHMARKS[dataset].embedded and not has_dir) else "auto"
   if source == "embedded":
     print(f"data: the real MNIST slice embedded in the package ({data.EMBEDDED_SIZES['train']} "
           f"train / {data.EMBEDDED_SIZES['test']} test images of the official files); "
@@ -358,17 +390,16 @@ def load_table_data(settings):
                    embedded_default=FLAGS.preset in cfg.EMBEDDED_PRESETS)
 
 
-def describe(settings, binary, num_rows, n_train_full):
+def describe(settings, binary, num_rows):
   print(f"{binary} --preset {FLAGS.preset}: {settings.n_train or 'all'} training images, "
         f"{progress.count(settings.epochs, 'epoch')}, K={settings.num_draws}, eval on "
         f"{settings.n_eval or 'all'} test images", flush=True)
   if FLAGS.preset == "paper":
-    hours = cfg.estimate_hours(settings, num_rows, n_train_full)
+    hours = cfg.estimate_hours(settings, num_rows)
     print(f"estimate: training alone is ~{hours:,.0f} h on 2 CPU cores "
           f"(~{hours / 24:,.1f} days); plan for one or more GPUs")
 
 
-N_TRAIN_FULL = {"mnist": 60000, "cifar10": 50000}
 
 
 def accuracy_table_binary(binary, dataset, default_preset, presets_doc, published, title,
@@ -385,13 +416,13 @@ def accuracy_table_binary(binary, dataset, default_preset, presets_doc, publishe
     except ValueError as e:
       raise cfg.ConfigError(str(e)) from None
     methods = cfg.parse_methods(FLAGS.methods or cfg.PRESET_ROWS.get(
-        (dataset, FLAGS.preset), cfg.TABLE_ROWS[dataset]), dataset)
-    describe(settings, binary, len(methods), N_TRAIN_FULL[dataset])
+        (dataset, FLAGS.preset), BENCHMARKS[dataset].rows), dataset)
+    describe(settings, binary, len(methods))
+    out = table_outputs(binary)
     train, test = load_table_data(settings)
     if FLAGS.train_only:
       train_only(settings, methods, train, test, FLAGS.blackbox, strategy)
       return
-    out = output_dir(binary)
     _, figures = tables.run_accuracy_table(
         binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
         title, clean_reference, FLAGS.blackbox, audit_kwargs(), strategy=strategy)

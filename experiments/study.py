@@ -1,7 +1,8 @@
 """The verdict study: does Defense Through Diverse Directions work, and under which reading?
 
-Trains and evaluates a grid of configurations (d3_tf/study.py) for rows of Table 1 on real
-MNIST, on the protocol of the committed --preset cpu table, and writes
+Trains and evaluates a grid of configurations (d3_tf/study.py) for rows of the paper's table
+on the grid's dataset (every grid so far: MNIST, Table 1), on the protocol of that dataset's
+committed --preset cpu table (its surrogate sets, ε, PGD), and writes
 results/study/<grid>/{results.json,study.md,diversity.png,figure1.png} after every row.
 Resumable like the tables: a finished (configuration, row) is skipped and a killed training
 continues from its last epoch.
@@ -13,6 +14,8 @@ continues from its last epoch.
   python -m experiments.study --grid verdict        # M-S at λM 10, λS 0.4 / 0.04: picks the preset
   python -m experiments.study --grid long --keep_models   # 60k × 10 epochs: the paper's reading,
                                                           # the verdict's; models kept beside the results
+  python -m experiments.study --grid full --configs full/verdict --rows M --keep_models
+                                                    # the paper's 100 epochs of 60k images
   python -m experiments.study --grid main --configs sum/-3/loss --rows M --seeds 1,2
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
 """
@@ -50,16 +53,17 @@ common.validate("diversity_n", cfg.POSITIVE_INT)
 def main(argv):
   del argv
   from d3_tf import audit, experiment, plots, tables  # pylint: disable=g-import-not-at-top
-  smoke = _GRID.value == "smoke"
+  grid = study.GRIDS[_GRID.value]
   configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value,
                        _ROWS.value)
-  base = study.SMOKE_BASE if smoke else study.BASE
-  protocol = cfg.PRESETS[("mnist", "smoke" if smoke else "cpu")]  # its surrogate sets
-  audit_kwargs = dict(study.SMOKE_AUDIT if smoke else study.AUDIT)
-  n_train = [c.settings(base).n_train for c in configs] + [protocol.n_train]
-  (x, y), (xt, yt) = common.load_data("mnist", None if 0 in n_train else max(n_train),
-                                      base.n_eval, embedded_default=smoke)
-  out = _OUTPUT_DIR.value or os.path.join("results", "study", _GRID.value)
+  base, protocol, audit_kwargs = grid.base(), grid.protocol(), grid.audit()  # protocol: its
+  n_train = [c.settings(base).n_train for c in configs] + [protocol.n_train]  # surrogate sets
+  (x, y), (xt, yt) = common.load_data(grid.dataset, None if 0 in n_train else max(n_train),
+                                      base.n_eval and max(base.n_eval, base.n_clean),
+                                      embedded_default=grid.smoke)
+  out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "study", _GRID.value),
+                        "output_dir")
+  common.writable(_MODELS_DIR.value, "models_dir")
   path = os.path.join(out, "results.json")
   results = store.read_json(path) or {"grid": _GRID.value, "configs": {}, "wall_seconds": 0.0}
   results.update(audit=audit_kwargs, versions=tables.versions(), git_commit=tables.git_commit(),
@@ -77,11 +81,10 @@ def main(argv):
     saved = now
     store.atomic_write(path, json.dumps(results, indent=1))
     store.atomic_write(os.path.join(out, "study.md"), study.markdown(results))
-    rows = {f"{row} {name}": r for name, entry in results["configs"].items()
-            for row, r in entry["rows"].items()}
     return [plots.figure_diversity(study.diversity_points(results),
                                    os.path.join(out, "diversity.png"), base.num_draws),
-            plots.figure1({"rows": rows}, os.path.join(out, "figure1.png"), base.eps)]
+            study.figure1(results, study.grid(_GRID.value) + configs, base, rows_dir,
+                          os.path.join(out, "figure1.png"))]
 
   rows_dir = os.path.join(out, "models") if _KEEP_MODELS.value else _MODELS_DIR.value
   sets = None
@@ -95,17 +98,22 @@ def main(argv):
       continue
     runner = experiment.Runner(s, rows_dir, (x[:s.n_train or None], y[:s.n_train or None]),
                                (xt, yt))
+    if grid.conventional_from and s.warm_start_lr:
+      runner.adopt_conventional(grid.conventional_from)
     for name in pending:
-      method = cfg.parse_method(name, "mnist")
+      method = cfg.parse_method(name, grid.dataset)
       print(f"{c.name} {name}: training / loading", flush=True)
       model = runner.train(method)
+      if sets is None and grid.surrogates_from:  # the grid's own (strong) surrogates
+        sets = study.surrogate_sets(*grid.surrogates_from, runner.xe, runner.ye, protocol,
+                                    os.path.join(_MODELS_DIR.value, "surrogate_sets"))
       if sets is None:  # after the first training: two grids run at once do not race for them
         sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
                                                                y[:protocol.n_train or None]),
                                  (xt, yt)).blackbox_sets()
-        # Which surrogates made them: they are retrained where --models_dir lacks them.
-        sources = {source: {k: meta[k] for k in ("source_fingerprint", "source_clean_accuracy")}
-                   for source, (_, _, meta) in sets.items()}
+      # Which surrogates made them: they are retrained where --models_dir lacks them.
+      sources = {source: {k: meta[k] for k in ("source_fingerprint", "source_clean_accuracy")}
+                 for source, (_, _, meta) in sets.items()}
       t_eval = time.time()  # the row's own evaluation, not the one-off black-box sets
       row = runner.evaluate(method, sets)
       if _AUDIT.value:

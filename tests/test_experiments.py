@@ -11,6 +11,7 @@ import pytest
 import tf_keras
 
 from d3_tf import data, experiment
+from d3_tf.benchmark import BENCHMARKS
 from experiments import cifar_table3
 from tests.conftest import needs_data_dir
 
@@ -55,7 +56,7 @@ def test_mnist_table1_smoke_resumes_without_retraining(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert "row CNN: already done, skipped" in second.stdout
   assert "row M-S: already done, skipped" in second.stdout
-  results = _check_results(tmp_path / "out", list(experiment.TABLE_ROWS["mnist"]))
+  results = _check_results(tmp_path / "out", list(BENCHMARKS["mnist"].rows))
   for name, mtime in finals.items():
     assert os.path.getmtime(model_root / name / "final" / "weights.index") == mtime
   assert set(results["blackbox_sets"]) == {"madry_natural", "madry_adversarial"}
@@ -182,6 +183,39 @@ def test_budget_cli_error_is_one_line(tmp_path):
   assert proc.stderr.strip() == "error: flag --budgets=0.015,0.015: budget 0.015 given twice"
 
 
+@pytest.mark.parametrize("binary,args", [
+    ("mnist_table1", ["--preset", "smoke", "--models_dir", "models"]),
+    ("study", ["--grid", "smoke", "--models_dir", "models"]),
+    ("audit", ["--model", "m.keras", "--data_source", "embedded", "--n", "8"]),
+])
+def test_unwritable_output_folder_refused_before_any_work(tmp_path, binary, args):
+  (tmp_path / "m.keras").write_text("not a model: never read, the output check comes first")
+  (tmp_path / "file").write_text("a file where the output folder should go")
+  proc = run_binary(binary, *args, "--output_dir", "file/out", cwd=tmp_path, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: --output_dir file/out: cannot "
+                                                         "write there")
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "models").exists() or not os.listdir(tmp_path / "models")  # no training
+
+
+def test_audit_help_and_n_beyond_the_test_set(tmp_path):
+  proc = run_binary("audit", "--help", cwd=tmp_path, timeout=300)
+  for text in ("--model", "--arch", "--output_dir", "results/audit/<name>",
+               "zero accuracy at ε=1", "--data_source embedded"):
+    assert text in proc.stdout, text
+  (tmp_path / "m.keras").write_text("x")
+  proc = run_binary("audit", "--model", "m.keras", "--data_source", "embedded", "--n", "20000",
+                    cwd=tmp_path, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == ("error: --n=20000: the mnist test set here "
+                                                  "has 1000 images")
+  proc = run_binary("audit", "--model", "m.keras", "--norm", "l2", "--eps", "0", cwd=tmp_path,
+                    timeout=300)
+  assert proc.returncode == 1 and "--eps: 0.0 is invalid: must be a finite number > 0 for L2" \
+      in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_help_lists_every_flag(tmp_path):
   proc = run_binary("mnist_table1", "--helpfull", cwd=tmp_path, timeout=300)
   for flag in ("--preset", "--methods", "--num_draws", "--lambda_m", "--sweep_l2", "--data_dir",
@@ -252,22 +286,50 @@ def test_keep_epochs_keeps_the_weights_of_the_chosen_epochs(tmp_path, mnist_smal
   assert any(np.any(a != b) for a, b in zip(first.get_weights(), model.get_weights()))
 
 
+# The model folders of committed results: a change to a preset, to the hash or to a new
+# field's default would orphan them (their rows would silently retrain).
+PINNED_HASHES = {
+    ("mnist", "quick"): "9c2d9520fd", ("mnist", "smoke"): "f710c7e1ab",
+    ("mnist", "cpu"): "b7580a37af", ("mnist", "paper"): "afe8a436b1",
+    ("cifar10", "smoke"): "ad11b5975d", ("cifar10", "cpu"): "c6a1eccc55",
+    ("cifar10", "paper"): "164a7902ed", ("mnist", "verdict"): "559ca99af9",
+    ("mnist", "robust"): "96fe1abc2d", ("cifar10", "robust"): "8501ba56e1",
+    ("cifar10", "robust_mix"): "8f270ab632",
+}
+PINNED_STUDY_HASHES = {
+    ("main", "sum/-3/loss"): "23a31c567d", ("main", "mean/-5/loss"): "d2c4ca0b69",
+    ("main", "bnn/-3"): "867b33fd16", ("init", "sum/-2/loss"): "ea27931170",
+    ("lambda_s", "sum/-3/loss/lambda_s=0.04"): "6208d65921",
+    ("lambda_m", "sum/-3/loss/lambda_m=10"): "48692affa8",
+    ("verdict", "sum/-3/loss/lambda_m=10/lambda_s=0.04"): "559ca99af9",
+    ("long", "long/sum/-5/loss"): "5e7871ce7c", ("long", "long/verdict"): "8f20560ac9",
+    ("full", "full/verdict"): "f7150f6aef", ("full", "full/sum/-5/loss"): "d7c5694192",
+}
+
+
 def test_presets_and_estimate():
-  for (dataset, preset), s in experiment.PRESETS.items():
+  assert {k: s.training_hash() for k, s in experiment.PRESETS.items()} == PINNED_HASHES
+  for (dataset, _), s in experiment.PRESETS.items():
     assert s.dataset == dataset
-    assert s.training_hash() == experiment.PRESETS[(dataset, preset)].training_hash()
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  for (grid, name), pinned in PINNED_STUDY_HASHES.items():
+    config = next(c for c in study.grid(grid) if c.name == name)
+    assert config.settings(study.BASE).training_hash() == pinned, (grid, name)
+  # a non-training field (kept epochs) leaves the hash alone
+  assert dataclasses.replace(experiment.PRESETS[("mnist", "cpu")], keep_epochs=(5,)
+                             ).training_hash() == PINNED_HASHES[("mnist", "cpu")]
   paper_mnist = experiment.PRESETS[("mnist", "paper")]
   assert paper_mnist.epochs == 100 and paper_mnist.num_draws == 10
   assert (paper_mnist.lambda_m, paper_mnist.lambda_v, paper_mnist.lambda_s) == (20, 40, 40)
   cifar = experiment.PRESETS[("cifar10", "paper")]
   assert (cifar.lambda_m, cifar.lambda_s, cifar.eps, cifar.pgd_step) == (10, 20, 0.03, 0.001)
   # 9 rows x 100 epochs x 938 steps x 0.69 s
-  np.testing.assert_allclose(experiment.estimate_hours(paper_mnist, 9, 60000),
+  np.testing.assert_allclose(experiment.estimate_hours(paper_mnist, 9),
                              9 * 100 * 938 * 0.69 / 3600)
   # the cost is per image: halving the batch doubles the steps, each half as long
   half_batch = dataclasses.replace(paper_mnist, batch_size=32)
-  np.testing.assert_allclose(experiment.estimate_hours(half_batch, 9, 60000),
-                             experiment.estimate_hours(paper_mnist, 9, 60000), rtol=1e-3)
+  np.testing.assert_allclose(experiment.estimate_hours(half_batch, 9),
+                             experiment.estimate_hours(paper_mnist, 9), rtol=1e-3)
 
 
 def test_method_parsing():
@@ -336,6 +398,37 @@ def test_study_keep_models_keeps_the_rows_beside_the_results_and_resumes_from_th
   assert "row M: training" not in again.stdout
 
 
+@needs_data_dir
+def test_study_runs_a_grid_on_cifar10(tmp_path):
+  """The study takes its dataset from the grid: CIFAR-10 rows, surrogate and protocol."""
+  proc = run_binary("study", "--grid", "cifar_smoke", "--output_dir", "out", "--models_dir",
+                    "models", cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.load(open(tmp_path / "out" / "results.json"))
+  rows = results["configs"]["mean/-5/loss"]["rows"]
+  assert set(rows) == {"BVGG16", "M"}
+  for row in rows.values():
+    assert set(row["provenance"]["blackbox_sets"]) == {"vgg16_natural"}
+    assert row["n_eval"] == 16 and 0 < row["diversity"]["omega_m"] <= 1 + 1e-6
+    assert 0 <= row["audited"] <= row["clean"]
+  assert list((tmp_path / "models").glob("cifar10-vgg16-*/VGG16/final/weights.index"))
+
+
+def test_epoch_curves_of_rows_still_training(tmp_path):
+  """Figure 1 of a grid draws the epoch logs of rows that have not finished yet."""
+  from d3_tf import store, study  # pylint: disable=g-import-not-at-top
+  config = study.grid("full", only=["full/verdict"])[0]
+  s = config.settings(study.BASE)
+  store.atomic_write(str(tmp_path / f"mnist-mnist_cnn-{s.training_hash()}" / "M" / "epochs.json"),
+                     json.dumps({"1": {"clean": 99.0, "fgsm": 50.0, "pgd": 10.0}}))
+  curves = study.epoch_curves([config], study.BASE, str(tmp_path))
+  assert curves == {"rows": {"M full/verdict": {"epochs": {
+      "1": {"clean": 99.0, "fgsm": 50.0, "pgd": 10.0}}}}}
+  path = study.figure1({"configs": {}}, [config], study.BASE, str(tmp_path),
+                       str(tmp_path / "figure1.png"))
+  assert path and os.path.getsize(path) > 0
+
+
 def test_figure1_keeps_one_row_of_two_configurations_apart(monkeypatch, tmp_path):
   """Colour by row, line style by configuration (the study's long grid has M-S twice)."""
   from d3_tf import plots  # pylint: disable=g-import-not-at-top
@@ -353,8 +446,8 @@ def test_figure1_keeps_one_row_of_two_configurations_apart(monkeypatch, tmp_path
 
 def test_every_row_of_a_table_has_a_style_of_its_own():
   """Figures 1-3 tell every row of a table apart (the Adv rows too), '-Off' by its marker."""
-  from d3_tf import plots, settings  # pylint: disable=g-import-not-at-top
-  for rows in settings.ALL_ROWS.values():
+  from d3_tf import plots  # pylint: disable=g-import-not-at-top
+  for rows in (b.all_rows for b in BENCHMARKS.values()):
     styles = [plots.style(name) for name in rows]
     assert len(set(styles)) == len(rows), list(zip(rows, styles))
   assert plots.style("M-S-Off") == (plots.style("M-S")[0], "+")
@@ -370,3 +463,43 @@ def test_train_only_trains_an_adv_row_and_evaluates_nothing(tmp_path):
   log = (root / "Adv-CNN" / "log.csv").read_text()
   assert "adv_eps" in log.splitlines()[0]
   assert not (tmp_path / "out").exists()  # nothing evaluated, no table
+
+
+def test_adopt_conventional_copies_a_row_trained_under_the_same_settings(tmp_path, mnist_small):
+  """A warm-started grid shares one trained conventional row between its configurations."""
+  from d3_tf import training  # pylint: disable=g-import-not-at-top
+  x, y, xt, yt = mnist_small
+  theirs = experiment.Settings(n_train=64, n_eval=8, epochs=1, num_draws=2, lambda_m=1.0)
+  source = experiment.Runner(theirs, str(tmp_path / "a"), (x[:64], y[:64]), (xt, yt))
+  cnn = training.build("mnist_cnn", bayesian=False, seed=3)
+  cnn.save_weights(os.path.join(source.row_dir("CNN"), "final", "weights"))
+  mine = dataclasses.replace(theirs, posterior_init=-3.0, lambda_m=5.0)  # Bayesian fields only
+  runner = experiment.Runner(mine, str(tmp_path / "b"), (x[:64], y[:64]), (xt, yt))
+  assert runner.root != source.root and not runner.is_trained("CNN")
+  assert runner.adopt_conventional(source.root)
+  loaded = runner.train(experiment.parse_method("CNN", "mnist"))  # loaded, not trained
+  for a, b in zip(loaded.get_weights(), cnn.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  assert not runner.adopt_conventional(source.root)  # it has its own now
+  other = experiment.Runner(dataclasses.replace(mine, learning_rate=1e-2), str(tmp_path / "c"),
+                            (x[:64], y[:64]), (xt, yt))
+  with pytest.raises(experiment.ConfigError, match="learning_rate 0.001 \\(here 0.01\\)"):
+    other.adopt_conventional(source.root)
+
+
+def test_surrogate_sets_from_the_rows_of_a_model_folder(tmp_path, mnist_small):
+  from d3_tf import study, training  # pylint: disable=g-import-not-at-top
+  _, _, xt, yt = mnist_small
+  s = dataclasses.replace(experiment.PRESETS[("mnist", "smoke")], pgd_iters=3)
+  folder = tmp_path / "m"
+  store_settings = experiment.Runner(s, str(folder), (xt[:8], yt[:8]), (xt, yt)).root
+  training.build("mnist_cnn", bayesian=False, seed=3).save_weights(
+      os.path.join(store_settings, "CNN", "final", "weights"))
+  sets = study.surrogate_sets(store_settings, ("CNN",), xt[:8], yt[:8], s, str(tmp_path / "c"))
+  xa, ya, meta = sets["CNN"]
+  assert xa.shape == xt[:8].shape and np.abs(xa - xt[:8]).max() <= s.eps + 1e-6
+  np.testing.assert_array_equal(ya, yt[:8])
+  assert meta["source"] == "CNN" and meta["max_iter"] == 3 and meta["n"] == 8
+  assert os.path.exists(tmp_path / "c" / "blackbox_mnist_CNN_8.npz")
+  with pytest.raises(experiment.ConfigError, match="deterministic"):
+    study.surrogate_sets(store_settings, ("BNN",), xt[:8], yt[:8], s, str(tmp_path / "c"))

@@ -28,6 +28,7 @@ BAD_TABLE_FLAGS = {
     "adv_iters": ["0"], "adv_warmup_epochs": ["-1", "inf"], "surrogate_adv_mode": ["madry"],
     "surrogate_adv_epochs": ["-1"], "adv_epochs": ["-2"], "adv_warm_start_lr": ["-1"],
     "adv_warm_start_warmup": ["-1", "nan"], "adv_clean_weight": ["1", "-0.1", "nan"],
+    "keep_epochs": ["0", "1.5", "x"],
     "train_only": ["maybe"],
     "preset": ["foo"], "methods": ["XYZ", "M,X"], "blackbox": ["maybe"], "audit": ["maybe"],
     "output_dir": None, "models_dir": None, "distribute": ["tpu"], "audit_n": ["0"],
@@ -133,7 +134,7 @@ def test_study_configurations_differ_in_training_hash_when_their_settings_differ
   from d3_tf import study  # pylint: disable=g-import-not-at-top
   settings_by_hash = {}
   for name in study.GRIDS:
-    base = study.SMOKE_BASE if name == "smoke" else study.BASE
+    base = study.GRIDS[name].base()
     for c in study.grid(name, seeds=(0, 1)):
       s = c.settings(base)  # validates
       assert s.seed == (1 if c.name.endswith("/seed=1") else 0)
