@@ -218,7 +218,7 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
     ConfigError (a ValueError): the first bad argument, in one line naming it, the value
       seen and what is expected.
   """
-  x, y, target = checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot,
+  x, y, eot, target = checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot,
                                 square_queries, norm, seed, batch_size, sanity_n, draws_mode,
                                 protocol, passes, input_shape, num_classes)
   sets = {}
@@ -292,4 +292,3 @@ def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
                        "apgd_eot": apgd_eot, "square_queries": square_queries,
                        "rand_eot": rand_eot if protocol == "rand" else None,
                        "seed": seed, "sanity_n": n, "passes": passes, "protocol": protocol}}
-

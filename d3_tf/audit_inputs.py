@@ -18,7 +18,6 @@ from d3_tf import settings as cfg
 
 NORMS = ("inf", "l2")
 PROTOCOLS = ("full", "rand", "standard")
-COUNTS = ("steps", "restarts", "apgd_eot", "passes", "batch_size", "sanity_n")
 
 
 def _error(name, what, prefix=""):
@@ -49,7 +48,8 @@ def check_count(name, value, lo=1, prefix=""):
 
 
 def check_settings(eps, norm, protocol, eot, square_queries, seed, **counts):
-  """Every scalar argument of ``run_audit``: the budget, the protocol and the counts."""
+  """Every scalar argument of ``run_audit``: the budget, the protocol and the counts; returns
+  ``eot`` as a tuple (a single R may be given as an integer)."""
   check_budget(eps, norm)
   if protocol not in PROTOCOLS:
     raise _error("protocol", f"{protocol!r} is unknown; choose from {', '.join(PROTOCOLS)}")

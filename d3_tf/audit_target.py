@@ -133,9 +133,10 @@ def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=Non
 
 def checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot, square_queries, norm, seed,
                    batch_size, sanity_n, draws_mode, protocol, passes, input_shape, num_classes):
-  """(x, y, Target) once every argument of :func:`run_audit` passed ``d3_tf.audit_inputs``'s
-  rules; raises a ConfigError (a ValueError) naming the first bad one, before any attack."""
-  audit_inputs.check_settings(eps, norm, protocol, eot, square_queries, seed, steps=steps,
+  """(x, y, eot, Target) once every argument of :func:`run_audit` passed
+  ``d3_tf.audit_inputs``'s rules; raises a ConfigError (a ValueError) naming the first bad
+  one, before any attack."""
+  eot = audit_inputs.check_settings(eps, norm, protocol, eot, square_queries, seed, steps=steps,
                               restarts=restarts, apgd_eot=apgd_eot, passes=passes,
                               batch_size=batch_size, sanity_n=sanity_n)
   input_shape, num_classes = model_shapes(model, input_shape, num_classes)
@@ -149,4 +150,4 @@ def checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot, square_quer
   elif logits.shape[1] != num_classes:
     raise audit_inputs.cfg.ConfigError(f"model: returns {logits.shape[1]} outputs per image "
                                        f"where it declares {num_classes} classes")
-  return x, y, target
+  return x, y, eot, target

@@ -38,11 +38,12 @@ def _save(fig, path):
   return path
 
 
-def figure1(results, path, eps, paper=None, paper_epoch=100):
+def figure1(results, path, eps, paper=None, paper_epoch=100, paper_title="Table 1"):
   """Per-epoch FGSM (a) and PGD (b) accuracy during training; None if no epoch logs.
 
-  ``paper`` ({row: {"fgsm": %, "pgd": %}}, e.g. Table 1) adds the paper's final value of each
-  plotted row as a hollow star at ``paper_epoch``: Figure 1's curves end at Table 1's values.
+  ``paper`` ({row: {"fgsm": %, "pgd": %}}, the paper's table ``paper_title``) adds the
+  paper's final value of each plotted row as a hollow star at ``paper_epoch``: Figure 1's
+  curves end at Table 1's values.
   """
   rows = {n: r["epochs"] for n, r in results["rows"].items() if r.get("epochs")}
   if not rows:
@@ -63,7 +64,7 @@ def figure1(results, path, eps, paper=None, paper_epoch=100):
       if row in (paper or {}):
         ax.plot([paper_epoch], [paper[row][key]], marker="*", markersize=14, linestyle="none",
                 markerfacecolor="none", color=style(row)[0],
-                label=f"{row}: the paper (Table 1, epoch {paper_epoch})")
+                label=f"{row}: the paper ({paper_title}, epoch {paper_epoch})")
     all_epochs = sorted({int(e) for epochs in rows.values() for e in epochs})
     if len(all_epochs) <= 20 and not paper:
       ax.set_xticks(all_epochs)

@@ -47,7 +47,9 @@ def _load_weights(path, arch, bayesian, estimator, num_draws, width):
   error = None
   for restore in (model.load_weights, tf.train.Checkpoint(model=model).restore):
     try:
-      restore(prefix).assert_existing_objects_matched()
+      # Every variable of the model must be restored; values the model lacks (an optimizer's
+      # slots in a training checkpoint) are expected and not warned about.
+      restore(prefix).assert_existing_objects_matched().expect_partial()
       return model
     except (AssertionError, ValueError, OSError, KeyError, tf.errors.OpError) as e:
       error = e

@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 
 from d3_tf import settings as cfg
+from d3_tf.benchmark import BENCHMARKS
 
 
 
@@ -272,7 +273,7 @@ def surrogate_sets(folder, rows, x, y, settings, cache_dir):
   deterministic rows of the model folder ``folder`` (e.g. a natural and an adversarially
   trained net), on (x, y); cached in ``cache_dir``. The strong surrogates of a grid."""
   import os  # pylint: disable=g-import-not-at-top
-  from d3_tf import advsets, store, training  # pylint: disable=g-import-not-at-top
+  from d3_tf import advsets, saved, store  # pylint: disable=g-import-not-at-top
   stored = store.read_json(os.path.join(folder, "settings.json"))
   if stored is None:
     raise cfg.ConfigError(f"no settings.json in {folder}: not a model folder")
@@ -280,9 +281,8 @@ def surrogate_sets(folder, rows, x, y, settings, cache_dir):
   for row in rows:
     if cfg.parse_method(row, stored["dataset"]).bayesian:
       raise cfg.ConfigError(f"surrogate {row}: a deterministic row is needed")
-    model = training.build(stored["arch"], bayesian=False, arch_kwargs={
-        "width": stored["width"]} if stored["arch"] == "vgg16" else None)
-    model.load_weights(os.path.join(folder, row, "final", "weights")).expect_partial()
+    model = saved.load(os.path.join(folder, row, "final", "weights"), stored["arch"],
+                       width=stored["width"])
     path = os.path.join(cache_dir, f"blackbox_{stored['dataset']}_{row}_{len(x)}.npz")
     out[row] = advsets.generate_or_load(path, model, x, y, settings.eps, settings.pgd_step,
                                         settings.pgd_iters, seed=settings.seed, source_name=row)
@@ -308,13 +308,15 @@ def epoch_curves(configs, base, rows_dir):
 
 def figure1(results, configs, base, rows_dir, path):
   """Figure 1 of a grid: the finished rows' epoch logs and those of rows still training in
-  ``rows_dir``; beside the paper's Table 1 for the grids at its budget (100 epochs)."""
-  from d3_tf import paper, plots  # pylint: disable=g-import-not-at-top
+  ``rows_dir``; beside the paper's table for the grids at its budget (100 epochs)."""
+  from d3_tf import plots  # pylint: disable=g-import-not-at-top
   rows = epoch_curves(configs, base, rows_dir)["rows"]
   rows.update({f"{row} {name}": r for name, entry in results["configs"].items()
                for row, r in entry["rows"].items()})
-  full = any(c.settings(base).epochs >= 100 for c in configs)
-  return plots.figure1({"rows": rows}, path, base.eps, paper=paper.TABLE1 if full else None)
+  bench = BENCHMARKS[base.dataset]
+  full = any(c.settings(base).epochs >= bench.paper_epochs for c in configs)
+  return plots.figure1({"rows": rows}, path, base.eps, paper=bench.paper_table if full else None,
+                       paper_epoch=bench.paper_epochs, paper_title=bench.table_title)
 
 
 def merge_rows(results, on_disk):

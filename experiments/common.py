@@ -372,7 +372,8 @@ def load_data(dataset, n_train=None, n_test=None, embedded_default=False):
   source = DATA_SOURCE.value
   if source is None:
     has_dir = bool(DATA_DIR.value or data.resolve_data_dir())
-    source = "embedded" if (embedded_default and BENCHMARKS[dataset].embedded and not has_dir) else "auto"
+    embedded = embedded_default and BENCHMARKS[dataset].embedded and not has_dir
+    source = "embedded" if embedded else "auto"
   if source == "embedded":
     print(f"data: the real MNIST slice embedded in the package ({data.EMBEDDED_SIZES['train']} "
           f"train / {data.EMBEDDED_SIZES['test']} test images of the official files); "

@@ -95,7 +95,7 @@ def test_bad_input_refused_before_any_attack(images, models, no_attack, case, ch
 def test_lists_and_tensors_are_accepted(images, models):
   x, y = images
   for xs, ys in ((x.tolist(), y.tolist()), (tf.constant(x), tf.constant(y))):
-    xc, yc, target = audit.checked_inputs(
+    xc, yc, _, target = audit.checked_inputs(
         models["logits"], xs, ys, 0.1, (1,), 2, 1, 1, 0, "inf", 0, 8, 4, None, "full", 2,
         None, None)
     np.testing.assert_array_equal(xc, x)
@@ -106,7 +106,7 @@ def test_lists_and_tensors_are_accepted(images, models):
 def test_a_callable_gets_its_shapes_from_the_images_and_its_outputs(images):
   x, y = images
   model = _logits_model(7)
-  _, _, target = audit.checked_inputs(lambda t: model(t), x, y % 7, 0.1, (1,), 2, 1, 1, 0,
+  _, _, _, target = audit.checked_inputs(lambda t: model(t), x, y % 7, 0.1, (1,), 2, 1, 1, 0,
                                       "inf", 0, 8, 4, None, "full", 2, None, None)
   assert target.input_shape == (28, 28, 1) and target.num_classes == 7
 
