@@ -39,6 +39,7 @@ import tf_keras
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
 
 from d3_tf import attacks, audit_inputs, models, progress, training
+from d3_tf.audit_inputs import AUDITS, AuditSettings, audit_settings  # noqa: F401
 from d3_tf.audit_target import (DLRLoss, EOTClassifier, Forward, Target,  # noqa: F401
                                 checked_inputs, eot_classifier, model_shapes)
 from d3_tf.audit_checks import (check_transfer_set, direction_diversity,  # noqa: F401
@@ -185,45 +186,47 @@ def _generator(attack, nb_classes):
   return lambda xs, ys: attack.generate(xs, y=attacks.one_hot(ys, nb_classes))
 
 
-def run_audit(model, x, y, eps, eot=(1, 10), steps=100, restarts=5, apgd_eot=10,
-              square_queries=1000, transfer_sets=None, norm="inf", seed=0, batch_size=128,
-              sanity_n=100, whitebox=None, blackbox=None, every_example=False, log=print,
-              draws_mode=None, protocol="full", passes=20, input_shape=None, num_classes=None,
-              verbose=True):
+def run_audit(model, x, y, eps, settings=None, *, transfer_sets=None, whitebox=None,
+              blackbox=None, draws_mode=None, every_example=False, input_shape=None,
+              num_classes=None, log=print, verbose=True, **overrides):
   """The audit of one model on (x, y); returns a JSON-able dict.
 
   Args:
     model: a D3Model, a Keras model or a callable ``x -> logits`` (see :class:`Target`).
-    eot: EOT sample counts R for EOT-PGD, one attack each ("full").
-    steps: iterations of EOT-PGD and APGD (AutoAttack's protocols use 100).
-    restarts: random restarts of EOT-PGD and APGD ("full"; the others use none).
-    apgd_eot: R for APGD-CE / APGD-DLR ("full").
-    square_queries: query budget of the Square attack (0 = skip; "full", "standard").
+    eps: the budget (pixel units for L∞).
+    settings: an :class:`AuditSettings` (protocol, norm, n, EOT counts, steps, restarts,
+      Square queries, passes, seed; named presets in ``AUDITS``), default AuditSettings().
+    **overrides: fields of ``settings`` to replace, e.g. ``protocol="rand", steps=50``.
     transfer_sets: {name: x_adv} or {name: (x_adv, y_adv)} aligned with x: checked (shape,
       labels, [0, 1], ε-ball) and refused with a ConfigError otherwise ("full").
     whitebox, blackbox: the paper-protocol PGD and black-box accuracies (for the
       obfuscation check); whitebox defaults to the sanity checks' PGD-40.
     draws_mode: "loop" or "vectorized" K draws of a Bayesian D3Model.
-    protocol: "full", "rand" or "standard" (module docstring).
-    passes: independent forward passes of the expected accuracy (≥ 20 recommended).
     input_shape, num_classes: for a callable that is not a Keras model.
     log, verbose: where the audit's own lines go; ``verbose=False`` also silences the
       per-attack progress lines of the sanity checks.
 
   ``x`` and ``y`` may be arrays, lists or tensors: float NHWC images in [0, 1] and integer
-  class indices. Every argument and the model's first outputs (finite logits of ≥ 2 classes,
-  not probabilities) are checked before any attack (``d3_tf.audit_inputs``).
+  class indices (the first ``settings.n`` are audited). Every argument and the model's first
+  outputs (finite logits of ≥ 2 classes, not probabilities) are checked before any attack
+  (``d3_tf.audit_inputs``).
 
   Raises:
     ConfigError (a ValueError): the first bad argument, in one line naming it, the value
       seen and what is expected.
   """
-  x, y, eot, target = checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot,
-                                square_queries, norm, seed, batch_size, sanity_n, draws_mode,
-                                protocol, passes, input_shape, num_classes)
+  settings = audit_settings(settings, **overrides)
+  x, y, settings, target = checked_inputs(model, x, y, eps, settings, draws_mode, input_shape,
+                                          num_classes)
+  protocol, norm, seed, batch_size = (settings.protocol, settings.norm, settings.seed,
+                                      settings.batch_size)
+  eot, steps, restarts, apgd_eot = (settings.eot, settings.steps, settings.restarts,
+                                    settings.apgd_eot)
+  square_queries, sanity_n, passes = settings.square_queries, settings.sanity_n, settings.passes
   sets = {}
   for name, value in (transfer_sets or {}).items():
     x_adv, y_adv = value if isinstance(value, tuple) else (value, None)
+    x_adv, y_adv = x_adv[:settings.n], None if y_adv is None else y_adv[:settings.n]
     check_transfer_set(name, x, y, x_adv, y_adv, eps, norm)
     sets[name] = x_adv
   est = target.estimator()

@@ -101,7 +101,9 @@ def direction_diversity(model, x, y, batch_size=100):
 
   Returns:
     {"omega_m", "omega_v", "omega_s", "omega_m_independent" (= 1/K),
-     "sigma_median", "sigma_max", "num_draws", "n"}.
+     "sigma_median", "sigma_max", "weight_median" (median |posterior mean| of the same
+     kernels), "sigma_over_weight" (σ / |mean| per weight, median: how wide the posterior is
+     next to the weights it perturbs), "num_draws", "n"}.
   """
   if not model.bayesian:
     raise ValueError("direction diversity needs a Bayesian head (statistics over draws)")
@@ -112,11 +114,15 @@ def direction_diversity(model, x, y, batch_size=100):
       for name, per_example in penalties.penalty_terms(
           u_j, model.variance_variant, model.alpha).items():
         totals[name] += float(tf.reduce_sum(per_example)) / float(u.shape[0])
-  sigma = np.concatenate([np.ravel(layer.kernel_posterior.stddev().numpy())
-                          for layer in models.bayesian_layers(model.head)])
+  layers = models.bayesian_layers(model.head)
+  sigma = np.concatenate([np.ravel(layer.kernel_posterior.stddev().numpy()) for layer in layers])
+  mean = np.abs(np.concatenate([np.ravel(layer.kernel_posterior.mean().numpy())
+                                for layer in layers]))
   result = {f"omega_{name}": total / len(x) for name, total in totals.items()}
   result.update({"omega_m_independent": 1.0 / model.num_draws,
                  "sigma_median": float(np.median(sigma)), "sigma_max": float(sigma.max()),
+                 "weight_median": float(np.median(mean)),
+                 "sigma_over_weight": float(np.median(sigma / np.maximum(mean, 1e-12))),
                  "num_draws": model.num_draws, "n": int(len(x))})
   return result
 

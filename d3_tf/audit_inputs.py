@@ -10,6 +10,7 @@ checks its flags with the same functions, spelling the argument as ``--flag``).
 numpy and the TensorFlow-free settings only; :func:`check_logits` takes the model's outputs as
 an array.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -47,22 +48,69 @@ def check_count(name, value, lo=1, prefix=""):
     raise _error(name, f"{value!r} is invalid: must be an integer ≥ {lo}", prefix)
 
 
-def check_settings(eps, norm, protocol, eot, square_queries, seed, **counts):
-  """Every scalar argument of ``run_audit``: the budget, the protocol and the counts; returns
-  ``eot`` as a tuple (a single R may be given as an integer)."""
-  check_budget(eps, norm)
-  if protocol not in PROTOCOLS:
-    raise _error("protocol", f"{protocol!r} is unknown; choose from {', '.join(PROTOCOLS)}")
-  eot = (eot,) if isinstance(eot, (int, np.integer)) else eot
-  if not isinstance(eot, (tuple, list)) or not eot:
-    raise _error("eot", f"{eot!r} is invalid: must be a non-empty list of integers ≥ 1")
-  for r in eot:
-    check_count("eot", r)
-  check_count("square_queries", square_queries, lo=0)
-  check_count("seed", seed, lo=0)
-  for name, value in counts.items():
-    check_count(name, value)
-  return tuple(int(r) for r in eot)
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+  """Every setting of an audit (``audit.run_audit``), one record; named presets in AUDITS."""
+  protocol: str = "full"     # "full", "rand" or "standard" (d3_tf.audit)
+  norm: str = "inf"
+  n: int = None              # the first n of the images given (None: all of them)
+  eot: tuple = (1, 10)       # EOT sample counts R of EOT-PGD, one attack each ("full")
+  steps: int = 100           # iterations of EOT-PGD and APGD
+  restarts: int = 5          # random restarts of EOT-PGD and APGD ("full")
+  apgd_eot: int = 10         # R of APGD-CE / APGD-DLR ("full")
+  square_queries: int = 1000  # Square attack queries (0 = skip; "full", "standard")
+  passes: int = 20           # independent forward passes of the expected accuracy
+  sanity_n: int = 100        # images of the sanity checks
+  seed: int = 0
+  batch_size: int = 128
+
+  def checked(self, eps):
+    """This record once it and the budget ``eps`` pass the rules (a single R of ``eot`` may
+    be an integer: returned as a tuple); else the first bad value's ConfigError."""
+    check_budget(eps, self.norm)
+    if self.protocol not in PROTOCOLS:
+      raise _error("protocol", f"{self.protocol!r} is unknown; choose from "
+                   + ", ".join(PROTOCOLS))
+    eot = (self.eot,) if isinstance(self.eot, (int, np.integer)) else self.eot
+    if not isinstance(eot, (tuple, list)) or not eot:
+      raise _error("eot", f"{eot!r} is invalid: must be a non-empty list of integers ≥ 1")
+    for r in eot:
+      check_count("eot", r)
+    check_count("square_queries", self.square_queries, lo=0)
+    check_count("seed", self.seed, lo=0)
+    for name in ("steps", "restarts", "apgd_eot", "passes", "batch_size", "sanity_n"):
+      check_count(name, getattr(self, name))
+    if self.n is not None:
+      check_count("n", self.n)
+    return dataclasses.replace(self, eot=tuple(int(r) for r in eot))
+
+  def record(self):
+    """The JSON form (a results file's ``audit`` entry)."""
+    return dict(dataclasses.asdict(self), eot=list(self.eot))
+
+
+# The audits of the pipelines: tables at the paper's and the verdict preset's budget ("full"),
+# at the cpu budget, the study's rows (no Square), and the smoke tests'.
+AUDITS = {
+    "full": AuditSettings(n=200),
+    "cpu": AuditSettings(n=100, eot=(1, 4), steps=50, restarts=1, apgd_eot=4,
+                         square_queries=500),
+    "study": AuditSettings(n=200, eot=(1, 4), steps=50, restarts=1, apgd_eot=4,
+                           square_queries=0),
+    "smoke": AuditSettings(n=16, eot=(1, 2), steps=5, restarts=1, apgd_eot=2, square_queries=0,
+                           sanity_n=8),
+}
+
+
+def audit_settings(settings=None, **overrides):
+  """``settings`` (default: AuditSettings()) with ``overrides``; a ConfigError names an
+  argument the audit does not have."""
+  settings = settings or AuditSettings()
+  known = {f.name for f in dataclasses.fields(AuditSettings)}
+  unknown = sorted(set(overrides) - known)
+  if unknown:
+    raise _error(unknown[0], "is not a setting of the audit; it has " + ", ".join(sorted(known)))
+  return dataclasses.replace(settings, **overrides)
 
 
 def _array(value, name):

@@ -131,18 +131,16 @@ def eot_classifier(model, eot_samples, num_draws=None, loss="ce", draws_mode=Non
                         eot_samples, loss)
 
 
-def checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot, square_queries, norm, seed,
-                   batch_size, sanity_n, draws_mode, protocol, passes, input_shape, num_classes):
-  """(x, y, eot, Target) once every argument of :func:`run_audit` passed
-  ``d3_tf.audit_inputs``'s rules; raises a ConfigError (a ValueError) naming the first bad
-  one, before any attack."""
-  eot = audit_inputs.check_settings(eps, norm, protocol, eot, square_queries, seed, steps=steps,
-                              restarts=restarts, apgd_eot=apgd_eot, passes=passes,
-                              batch_size=batch_size, sanity_n=sanity_n)
+def checked_inputs(model, x, y, eps, settings, draws_mode, input_shape, num_classes):
+  """(x, y, settings, Target) once every argument of :func:`run_audit` passed
+  ``d3_tf.audit_inputs``'s rules (x, y cut to ``settings.n``); raises a ConfigError (a
+  ValueError) naming the first bad one, before any attack."""
+  settings = settings.checked(eps)
   input_shape, num_classes = model_shapes(model, input_shape, num_classes)
   x = audit_inputs.as_images(x, input_shape)
   y = audit_inputs.as_labels(y, len(x))
-  target = Target(model, x.shape[1:], num_classes or 0, draws_mode, seed)
+  x, y = x[:settings.n], y[:settings.n]
+  target = Target(model, x.shape[1:], num_classes or 0, draws_mode, settings.seed)
   logits = target.probe(x[:8])
   audit_inputs.check_logits(logits, y)
   if not num_classes:  # a callable: its classes are its outputs'
@@ -150,4 +148,4 @@ def checked_inputs(model, x, y, eps, eot, steps, restarts, apgd_eot, square_quer
   elif logits.shape[1] != num_classes:
     raise audit_inputs.cfg.ConfigError(f"model: returns {logits.shape[1]} outputs per image "
                                        f"where it declares {num_classes} classes")
-  return x, y, eot, target
+  return x, y, settings, target

@@ -28,8 +28,9 @@ from d3_tf.store import atomic_write, read_json  # noqa: F401  (re-exported)
 # The settings of a table run live in the TensorFlow-free d3_tf.settings (binaries validate
 # them before TensorFlow starts); re-exported here.
 from d3_tf.benchmark import BENCHMARKS
-from d3_tf.settings import (PRESETS, ConfigError, Method, Settings,  # noqa: F401
-                            conventional_training, estimate_hours, parse_method,
+from d3_tf.presets import PRESETS, estimate_hours  # noqa: F401
+from d3_tf.settings import (ConfigError, Method, Settings,  # noqa: F401
+                            conventional_training, parse_method,
                             parse_methods)
 
 class TrainClock(tf_keras.callbacks.Callback):

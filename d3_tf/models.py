@@ -37,9 +37,10 @@ Choices where the paper is silent (also in docs/reproduction.md):
 import tensorflow_probability as tfp
 import tf_keras
 
+from d3_tf.settings import ESTIMATORS, POSTERIOR_INIT
+
 tfpl = tfp.layers
 
-ESTIMATORS = ("flipout", "reparameterization", "reparam_conv")
 _BAYES_LAYERS = {
     ("flipout", "conv"): tfpl.Convolution2DFlipout,
     ("flipout", "dense"): tfpl.DenseFlipout,
@@ -50,7 +51,7 @@ _BAYES_LAYERS = {
 }
 _FLIPOUT = (tfpl.Convolution2DFlipout, tfpl.DenseFlipout)
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-INIT_UNTRANSFORMED_SCALE = -5.0
+INIT_UNTRANSFORMED_SCALE = POSTERIOR_INIT
 
 
 class LayerFactory:

@@ -12,14 +12,15 @@ one value per example, shape [N]; the loss averages them over the batch
 
 import tensorflow as tf
 
+from d3_tf.settings import NORM_FLOOR, Y_MODES  # noqa: F401  (re-exported: the y choices of Eq. 9)
+
 # Floor on the squared gradient norm in Eq. (9): a zero gradient maps to the
 # zero vector (no NaN, finite second derivatives) while gradients with norm
 # down to 1e-12 are still normalised exactly. ``tf.math.l2_normalize`` computes
 # the same expression with a floor of 1e-12 (norms below 1e-6 are not
 # normalised to 1); D3Model's ``norm_floor`` selects either.
-NORM_EPS = 1e-24
+NORM_EPS = NORM_FLOOR
 
-Y_MODES = ("loss", "true_logit", "all_logits")
 
 
 def unit_vectors(grads, eps=NORM_EPS):

@@ -19,6 +19,8 @@ saturated softmax), the median logit margin, training time, git commit and seed.
 import dataclasses
 import itertools
 
+from d3_tf import presets
+from d3_tf.audit_inputs import AUDITS
 from d3_tf import settings as cfg
 from d3_tf.benchmark import BENCHMARKS
 
@@ -30,7 +32,7 @@ def base(dataset, smoke=False):
   specified with (DenseFlipout + Convolution2DReparameterization). The budget sweeps
   (Figures 2-3) and the per-epoch PGD log (Figure 1) are left to the tables and the long
   runs: neither enters the training hash."""
-  return dataclasses.replace(cfg.PRESETS[(dataset, "smoke" if smoke else "cpu")],
+  return dataclasses.replace(presets.PRESETS[(dataset, "smoke" if smoke else "cpu")],
                              estimator="reparam_conv", sweep_linf=(), sweep_l2=(),
                              epoch_eval_n=0)
 
@@ -40,12 +42,6 @@ BASE = base("mnist")
 GRID_BUDGET = {"n_train": 10000, "epochs": 3}
 # All 60k images × 10 epochs, with the per-epoch PGD log on 200 test images (Figure 1).
 LONG_BUDGET = {"n_train": 0, "epochs": 10, "epoch_eval_n": 200}
-# Audit of every row: on the first 200 test images, EOT-PGD with R in {1, 4}, APGD-CE and
-# APGD-DLR with R = 4 (ART AutoAttack), transfer from the posterior-mean network.
-AUDIT = {"n": 200, "eot": (1, 4), "steps": 50, "restarts": 1, "apgd_eot": 4,
-         "square_queries": 0}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
   """One configuration: a name, Settings overrides and the rows it trains."""
@@ -107,7 +103,7 @@ def _verdict_grid():
   """The verdict preset's candidates: M-S at λM = 10 (where M keeps 97% clean) with the two
   λS that let M-S learn under the sums; the preset takes the one closer to 97% clean (neither
   reached it). The configuration at the preset's own λS shares the preset's model folder."""
-  reading = dict(cfg.VERDICT_READING)
+  reading = dict(presets.VERDICT_READING)
   name = _reading_name(reading["penalty_reduction"], reading["posterior_init"], reading["y_mode"])
   return [config(f"{name}/lambda_m={reading['lambda_m']:g}/lambda_s={lambda_s:g}", ["M-S"],
                  **dict(reading, lambda_s=lambda_s), **GRID_BUDGET) for lambda_s in (0.4, 0.04)]
@@ -118,7 +114,7 @@ def _long_grid():
   the reading the study found closest to its white-box pattern (the verdict preset's)."""
   return [config("long/" + _reading_name("sum", -5.0, "loss"), ["M-S", "M", "BNN"],
                  penalty_reduction="sum", **LONG_BUDGET),
-          config("long/verdict", ["M-S", "M", "BNN"], **cfg.VERDICT_READING, **LONG_BUDGET)]
+          config("long/verdict", ["M-S", "M", "BNN"], **presets.VERDICT_READING, **LONG_BUDGET)]
 
 
 # The paper's full budget (Figure 1): all 60k images × 100 epochs at batch 64 (93,800 steps),
@@ -134,7 +130,7 @@ FULL_BUDGET = {"n_train": 0, "epochs": 100, "epoch_eval_n": 200, "penalty_exampl
 def _full_grid():
   """The paper's full budget, started afresh: the verdict reading (M and the BNN on the same
   posterior), then M at the paper's literal reading."""
-  return [config("full/verdict", ["M", "BNN"], **cfg.VERDICT_READING, **FULL_BUDGET),
+  return [config("full/verdict", ["M", "BNN"], **presets.VERDICT_READING, **FULL_BUDGET),
           config("full/" + _reading_name("sum", -5.0, "loss"), ["M"], penalty_reduction="sum",
                  **FULL_BUDGET)]
 
@@ -180,10 +176,6 @@ def _cifar_smoke_grid():
 
 
 SMOKE_BASE = base("mnist", smoke=True)
-SMOKE_AUDIT = {"n": 16, "eot": (1, 2), "steps": 5, "restarts": 1, "apgd_eot": 2,
-               "square_queries": 0, "sanity_n": 8}
-
-
 @dataclasses.dataclass(frozen=True)
 class Grid:
   """A grid: its configurations, the dataset they train on and whether it is a smoke test."""
@@ -199,10 +191,12 @@ class Grid:
 
   def protocol(self):
     """The table preset whose surrogate sets give the grid's black-box column."""
-    return cfg.PRESETS[(self.dataset, "smoke" if self.smoke else "cpu")]
+    return presets.PRESETS[(self.dataset, "smoke" if self.smoke else "cpu")]
 
   def audit(self):
-    return dict(SMOKE_AUDIT if self.smoke else AUDIT)
+    """Every row's audit: on the first 200 test images, EOT-PGD with R in {1, 4}, APGD-CE and
+    APGD-DLR with R = 4 (ART AutoAttack), transfer from the posterior-mean network."""
+    return AUDITS["smoke" if self.smoke else "study"]
 
 
 GRIDS = {"main": Grid(_main_grid), "init": Grid(_init_grid), "lambda_s": Grid(_lambda_s_grid),
@@ -319,17 +313,6 @@ def figure1(results, configs, base, rows_dir, path):
                        paper_epoch=bench.paper_epochs, paper_title=bench.table_title)
 
 
-def merge_rows(results, on_disk):
-  """Adds to ``results`` the rows ``on_disk`` has and it lacks: another process running rows
-  of the same grid may have written them since this one read results.json. Rows of this
-  process win; returns ``results``."""
-  for name, entry in (on_disk or {}).get("configs", {}).items():
-    mine = results["configs"].setdefault(name, {"overrides": entry["overrides"], "rows": {}})
-    for row, r in entry["rows"].items():
-      mine["rows"].setdefault(row, r)
-  return results
-
-
 def markdown(results):
   """One line per configuration and row: the paper's columns, the audit and the mechanism."""
   lines = [f"# Verdict study — grid `{results['grid']}`", "",
@@ -337,11 +320,12 @@ def markdown(results):
            "cpu table's surrogate sets; audited: per-example worst case of EOT-PGD, "
            "APGD-CE/DLR with EOT and posterior-mean transfer on the first "
            f"{results['audit']['n']} images). ΩM of K test-time draws (1 = identical "
-           "directions, 1/K = independent); σ: median posterior scale; zero grad: % of test "
+           "directions, 1/K = independent); σ: median posterior scale; σ/w: median of σ over "
+           "the |posterior mean| of its weight; zero grad: % of test "
            "inputs whose input gradient is exactly 0; margin: median logit margin; eval s: "
            "seconds of evaluation, audit and measurements.", "",
            "| configuration | row | clean | FGSM | PGD | black-box | audited | ΩM | ΩS | σ | "
-           "zero grad | margin | train s | eval s |", "|---" * 14 + "|"]
+           "σ/w | zero grad | margin | train s | eval s |", "|---" * 15 + "|"]
   fmt = lambda v, f="{:.1f}": "—" if v is None else f.format(v)
   for name, entry in results["configs"].items():
     for row, r in entry["rows"].items():
@@ -350,7 +334,8 @@ def markdown(results):
           f"| {name} | {row} | {fmt(r.get('clean'))} | {fmt(r.get('fgsm'))} | "
           f"{fmt(r.get('pgd'))} | {fmt(r.get('blackbox'))} | {fmt(r.get('audited'))} | "
           f"{fmt(d.get('omega_m'), '{:.3f}')} | {fmt(d.get('omega_s'), '{:.1f}')} | "
-          f"{fmt(d.get('sigma_median'), '{:.4f}')} | {fmt(r.get('zero_gradient_pct'))} | "
+          f"{fmt(d.get('sigma_median'), '{:.4f}')} | {fmt(d.get('sigma_over_weight'), '{:.2f}')} | "
+          f"{fmt(r.get('zero_gradient_pct'))} | "
           f"{fmt(r.get('median_logit_margin'), '{:.2f}')} | "
           f"{fmt(r.get('train_seconds'), '{:.0f}')} | {fmt(r.get('eval_seconds'), '{:.0f}')} |")
   return "\n".join(lines) + "\n"

@@ -3,66 +3,37 @@
 import dataclasses
 import json
 import os
-import platform
-import subprocess
-import sys
-import time
 
-from d3_tf import distribute, experiment, paper, progress
+from d3_tf import distribute, experiment, paper, pipeline, progress, store
 from d3_tf.benchmark import BENCHMARKS, EXTRA_ROWS
+from d3_tf.settings import DEFAULTS, ConfigError, Settings
 
 COLUMNS = (("clean", "Clean"), ("fgsm", "FGSM"), ("pgd", "PGD"), ("blackbox", "Black-box"))
 AUDIT_COLUMN = ("audited", "Audited")
 
 
-def versions():
-  import art  # pylint: disable=g-import-not-at-top
-  import numpy  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
-  return {"python": platform.python_version(), "tensorflow": tf.__version__,
-          "tf_keras": tf_keras.__version__, "tensorflow_probability": tfp.__version__,
-          "adversarial_robustness_toolbox": art.__version__, "numpy": numpy.__version__}
-
-
-def git_commit(here=None):
-  """HEAD of the repository holding ``here`` (this package), '+uncommitted-changes' if the
-  code differs from it; None outside a repository."""
-  here = here or os.path.dirname(os.path.abspath(__file__))
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                            text=True, timeout=10, check=True).stdout.strip()
-    # Results written while a run goes (its own report, runs beside it) do not change the code.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                            ":/", ":(exclude,top)results"], cwd=here, capture_output=True,
-                           text=True, timeout=10, check=True).stdout.strip()
-    return commit + ("+uncommitted-changes" if dirty else "")
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
-def load_results(path, binary, preset, settings):
-  """Existing results for the same settings (to resume), a fresh record, or an error."""
-  results = experiment.read_json(path)
+def table_report(binary, preset, settings, output_dir, render):
+  """The table's Report (d3_tf.pipeline): the rows of an earlier run with the same settings
+  (to resume), a fresh record, or a ConfigError when the file holds other settings."""
+  path = os.path.join(output_dir, "results.json")
   current = json.loads(json.dumps(dataclasses.asdict(settings)))
-  if results is None:
-    return {"binary": binary, "preset": preset, "settings": current, "rows": {},
-            "wall_seconds": 0.0}
-  # fields added since the file was written read as their defaults
-  stored = json.loads(json.dumps(dataclasses.asdict(
-      experiment.Settings.from_dict(results.get("settings", {})))))
-  if stored != current:
-    changed = sorted(k for k in current if stored.get(k) != current[k])
-    raise experiment.ConfigError(f"{path} holds results made with other settings ({', '.join(changed)}); "
-                     "use another --output_dir or remove that file")
-  return results
+  results = store.read_json(path)
+  if results is not None:
+    # fields added since the file was written read as their defaults
+    stored = json.loads(json.dumps(dataclasses.asdict(
+        Settings.from_dict(results.get("settings", {})))))
+    if stored != current:
+      changed = sorted(k for k in current if stored.get(k) != current[k])
+      raise ConfigError(f"{path} holds results made with other settings "
+                        f"({', '.join(changed)}); use another --output_dir or remove that file")
+  order = BENCHMARKS[settings.dataset].all_rows
 
-
-def save_results(output_dir, results, markdown):
-  experiment.atomic_write(os.path.join(output_dir, "results.json"),
-                          json.dumps(results, indent=1))
-  experiment.atomic_write(os.path.join(output_dir, "table.md"), markdown)
+  def in_paper_order(record):
+    record["rows"] = {k: record["rows"][k] for k in sorted(record["rows"], key=order.index)}
+    return record
+  return pipeline.Report(path, render, {"binary": binary, "preset": preset, "rows": {}},
+                         header=dict(pipeline.provenance(binary), settings=current),
+                         order=in_paper_order, markdown=os.path.join(output_dir, "table.md"))
 
 
 def _fmt(value):
@@ -82,9 +53,8 @@ def setup_line(s, n_eval, rows=()):
   share = 100.0 * (s["n_train"] or images) * s["epochs"] / (images * epochs)
   reduction = {"sum": "as printed (sums over input dims)",
                "mean": "as means over input dims"}[s["penalty_reduction"]]
-  extra = [f"{k} {s[k]}" for k, default in (("posterior_init", -5.0), ("y_mode", "loss"),
-                                             ("penalty_examples", 0))
-           if s.get(k, default) != default]
+  extra = [f"{k} {s[k]}" for k in ("posterior_init", "y_mode", "penalty_examples")
+           if s.get(k, getattr(DEFAULTS, k)) != getattr(DEFAULTS, k)]
   extra += [f"λ{k[-1].upper()} {s[k]:g} (paper {v:g})"
             for k, v in bench.lambdas.items() if s[k] != v]
   if s.get("lr_schedule", "constant") != "constant":
@@ -195,96 +165,64 @@ def budget_markdown(results, title):
   return "\n".join(lines) + "\n"
 
 
-def audit_row(runner, method, row, sets, audit_kwargs, log=print):
-  """(audited accuracy, audit report without per-example lists) of a trained row."""
+def audit_row(runner, method, row, sets, audit_settings, log=print):
+  """(audited accuracy, audit report without per-example lists) of a trained row: the first
+  ``audit_settings.n`` evaluation images, the row's black-box sets as transfer attacks."""
   from d3_tf import audit  # pylint: disable=g-import-not-at-top
-  kwargs = dict(audit_kwargs)
-  n = min(kwargs.pop("n"), len(runner.xe))
-  transfer = {name: (xa[:n], ya[:n]) for name, (xa, ya, _) in (sets or {}).items()}
-  report = audit.run_audit(runner.train(method), runner.xe[:n], runner.ye[:n], runner.s.eps,
-                           transfer_sets=transfer, whitebox=row["pgd"],
+  transfer = {name: (xa, ya) for name, (xa, ya, _) in (sets or {}).items()}
+  report = audit.run_audit(runner.train(method), runner.xe, runner.ye, runner.s.eps,
+                           audit_settings, transfer_sets=transfer, whitebox=row["pgd"],
                            blackbox=row.get("blackbox"), log=log,
-                           draws_mode=runner.s.eval_draws(), **kwargs)
+                           draws_mode=runner.s.eval_draws())
   for key in [k for k in report if k.startswith("per_example")]:
     report.pop(key)
   return report["audited_robust_accuracy"], report
 
 
-class TableRun:
-  """Resumable bookkeeping around a Runner: skip finished rows, save after each row."""
+def evaluate_row(runner, method, sets, audit_settings=None, log=print):
+  """A table row: the columns of ``runner.evaluate`` and, with ``audit_settings``, the
+  audited column (worst case and the audit's report)."""
+  row = runner.evaluate(method, sets)
+  if audit_settings:
+    row["audited"], row["audit"] = audit_row(runner, method, row, sets, audit_settings, log)
+  return row
 
-  def __init__(self, binary, preset, settings, output_dir, render):
-    self.output_dir = output_dir
-    self.path = os.path.join(output_dir, "results.json")
-    self.results = load_results(self.path, binary, preset, settings)
-    self.results.update({"versions": versions(), "git_commit": git_commit(),
-                         "command": self.command(binary)})
-    self.render = render
-    self.t0 = time.time()
-    self.wall0 = self.results.get("wall_seconds", 0.0)
 
-  @staticmethod
-  def command(binary):
-    """The command line of this run, as a user would type it."""
-    return " ".join([os.path.basename(sys.executable), "-m", f"experiments.{binary}"]
-                    + sys.argv[1:])
-
-  def done(self, name):
-    return name in self.results["rows"]
-
-  def add(self, name, row):
-    """Records a row; rows are kept in the paper's table order."""
-    rows = dict(self.results["rows"], **{name: row})
-    order = BENCHMARKS[self.results["settings"]["dataset"]].all_rows
-    self.results["rows"] = {k: rows[k] for k in sorted(rows, key=order.index)}
-    self.save()
-
-  def save(self):
-    self.results["wall_seconds"] = self.wall0 + time.time() - self.t0
-    save_results(self.output_dir, self.results, self.render(self.results))
+def accuracy_markdown(results):
+  """The table.md of Tables 1-2: the dataset's table beside the paper's (d3_tf.benchmark)."""
+  bench = BENCHMARKS[results["settings"]["dataset"]]
+  return table_markdown(results, bench.paper_table, bench.table_heading(), bench.paper_clean)
 
 
 def run_accuracy_table(binary, preset, settings, methods, train, test, output_dir, models_dir,
-                       published, title, clean_reference=None, blackbox=True, audit_kwargs=None,
-                       log=print, strategy=None):
+                       blackbox=True, audit_settings=None, log=print, strategy=None):
   """Tables 1-2: clean / FGSM / PGD / black-box for each method; resumable.
 
-  Rows already in ``output_dir/results.json`` (same settings) are skipped;
-  results, table.md and the figures are rewritten after every row. With
-  ``audit_kwargs`` (``n`` plus ``audit.run_audit`` arguments), each row also
-  gets its audited robust accuracy (per-example worst case of adaptive attacks).
+  Rows already in ``output_dir/results.json`` (same settings) are skipped; results, table.md
+  and the figures are rewritten after every row. With ``audit_settings`` (an
+  ``audit.AuditSettings``) each row also gets its audited robust accuracy.
   """
   from d3_tf import plots  # pylint: disable=g-import-not-at-top
-
-  render = lambda r: table_markdown(r, published, title, clean_reference)
-  run = TableRun(binary, preset, settings, output_dir, render)
+  report = table_report(binary, preset, settings, output_dir, accuracy_markdown)
   runner = experiment.Runner(settings, models_dir, train, test, log=log, strategy=strategy)
-  pending = []
-  for method in methods:
-    if run.done(method.name):
-      log(f"row {method.name}: already done, skipped")
-    else:
-      pending.append(method)
+  pending = [m for m in methods if report.get("rows", m.name) is None]
   # surrogates and their sets only when a row needs them (not for a finished table)
   sets = runner.blackbox_sets() if blackbox and pending else None
   if sets:
-    run.results["blackbox_sets"] = {name: meta for name, (_, _, meta) in sets.items()}
-  for method in pending:
-    row = runner.evaluate(method, sets)
-    if audit_kwargs:
-      row["audited"], row["audit"] = audit_row(runner, method, row, sets, audit_kwargs, log)
-    row["provenance"] = {"git_commit": run.results["git_commit"],
-                         "command": run.results["command"]}
-    run.add(method.name, row)
-    log(f"row {method.name}: " + ", ".join(
-        f"{k} {run.results['rows'][method.name].get(k, float('nan')):.1f}"
-        for k, _ in COLUMNS if k in run.results["rows"][method.name]))
-  run.save()
+    report.set(("blackbox_sets",), {name: meta for name, (_, _, meta) in sets.items()})
+  by_name = {m.name: m for m in methods}
+  made = pipeline.run_rows(
+      report, [m.name for m in methods], lambda name: ("rows", name),
+      lambda name: evaluate_row(runner, by_name[name], sets, audit_settings, log),
+      seed=settings.seed, log=log)
+  for name, row in made.items():
+    log(f"row {name}: " + ", ".join(f"{k} {row[k]:.1f}" for k, _ in COLUMNS if k in row))
+  results = report.save()
   if not distribute.is_chief():
-    return run.results, []
+    return results, []
   bench = BENCHMARKS[settings.dataset]
-  made = [plots.figure1(run.results, os.path.join(output_dir, "figure1.png"), settings.eps)
+  made = [plots.figure1(results, os.path.join(output_dir, "figure1.png"), settings.eps)
           if bench.epoch_figure else None,
-          plots.figure_budgets(run.results, os.path.join(output_dir, bench.budget_figure),
+          plots.figure_budgets(results, os.path.join(output_dir, bench.budget_figure),
                                bench.title)]
-  return run.results, [m for m in made if m]
+  return results, [m for m in made if m]

@@ -22,11 +22,10 @@ import tf_keras
 from d3_tf import adversarial as adversarial_lib
 from d3_tf import penalties, vectorized
 from d3_tf.models import VARIATIONAL_LAYERS, bayesian_layers, is_bayesian
+from d3_tf.settings import DRAWS_MODES, PENALTY_REDUCTIONS
 
 tfd = tfp.distributions
 PENALTIES = ("m", "v", "s")
-PENALTY_REDUCTIONS = ("sum", "mean")
-DRAWS_MODES = ("loop", "vectorized")
 
 
 class D3Model(tf_keras.Model):

@@ -24,7 +24,7 @@ import time
 
 from absl import flags
 
-from d3_tf import audit_inputs, store
+from d3_tf import audit_inputs
 from d3_tf import settings as cfg
 from d3_tf.benchmark import BENCHMARKS
 from experiments import common
@@ -122,11 +122,14 @@ def markdown(report):
   return "\n".join(lines) + "\n"
 
 
-def audit_kwargs():
-  return dict(eot=tuple(int(r) for r in _EOT.value), steps=_STEPS.value,
-              restarts=_RESTARTS.value, apgd_eot=_APGD_EOT.value,
-              square_queries=_SQUARE.value, seed=_SEED.value, sanity_n=_SANITY_N.value,
-              norm=_NORM.value, protocol=_PROTOCOL.value, passes=_PASSES.value)
+def audit_settings(n):
+  """The audit's settings (one AuditSettings) from the flags, on the first ``n`` images."""
+  from d3_tf.audit_inputs import AuditSettings  # pylint: disable=g-import-not-at-top
+  return AuditSettings(protocol=_PROTOCOL.value, norm=_NORM.value, n=n,
+                       eot=tuple(int(r) for r in _EOT.value), steps=_STEPS.value,
+                       restarts=_RESTARTS.value, apgd_eot=_APGD_EOT.value,
+                       square_queries=_SQUARE.value, passes=_PASSES.value,
+                       sanity_n=_SANITY_N.value, seed=_SEED.value)
 
 
 def per_example(row):
@@ -139,34 +142,35 @@ def per_example(row):
 
 def main_model():
   """Audit of one saved model on the first --n test images of --dataset."""
-  from d3_tf import advsets, audit, tables, training  # pylint: disable=g-import-not-at-top
-  t0, commit = time.time(), tables.git_commit()  # the code as the audit starts
+  from d3_tf import advsets, audit, pipeline, training  # pylint: disable=g-import-not-at-top
+  t0, provenance = time.time(), pipeline.provenance("audit")  # the code as the audit starts
   name = common.model_name()
   out = common.writable(FLAGS.output_dir or os.path.join("results", "audit",
                                                          name.replace(".", "_")), "output_dir")
   model, x, y = common.load_model(_N.value, "n")
   eps = _EPS.value if _EPS.value is not None else BENCHMARKS[FLAGS.dataset].eps
+  report = pipeline.Report(os.path.join(out, "audit.json"), markdown, {"rows": {}}, header=dict(
+      {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,
+       "model": FLAGS.model, "dataset": FLAGS.dataset}, **provenance))
   transfer = {}
   for path in _SETS.value or ():
     xa, ya, meta = advsets.load(path)
     if len(xa) < len(x):
       raise cfg.ConfigError(f"--sets {path}: {len(xa)} examples for --n={len(x)} images")
     transfer[meta.get("source", os.path.basename(path))] = (xa[:len(x)], ya[:len(x)])
-  row = audit.run_audit(model, x, y, eps, transfer_sets=transfer, **audit_kwargs())
+  row = audit.run_audit(model, x, y, eps, audit_settings(len(x)), transfer_sets=transfer)
   row["per_example"] = per_example(row)
   if isinstance(model, training.D3Model) and model.bayesian:  # the mechanism: ΩM, σ
     row["diversity"] = audit.direction_diversity(model, x, y)
   row["transfer_sets"] = list(_SETS.value or ())
-  report = {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,
-            "model": FLAGS.model, "dataset": FLAGS.dataset, "rows": {name: row},
-            "command": tables.TableRun.command("audit"), "git_commit": commit,
-            "versions": tables.versions(), "wall_seconds": time.time() - t0}
-  return report, common.write_report(out, "audit", report, markdown)
+  row["provenance"] = {"wall_seconds": time.time() - t0, "seed": _SEED.value}
+  report.put(("rows", name), row)
+  return report.data, (report.path, report.markdown)
 
 
 def main_rows():
   """Audit of trained table rows (their black-box sets as transfer attacks)."""
-  from d3_tf import advsets, audit, tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import advsets, audit, pipeline  # pylint: disable=g-import-not-at-top
   table, settings, runner, methods, out = common.trained_rows()
   n = min(_N.value, len(runner.xe))
   x, y = runner.xe[:n], runner.ye[:n]
@@ -179,26 +183,26 @@ def main_rows():
             f"{meta.get('norm')}, {len(xa)} images) does not fit this audit: not used")
       continue
     transfer[meta["source"]] = (xa[:n], ya[:n])  # checked by run_audit, refused if it fails
-  header = {"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value,
-            "versions": tables.versions()}
-  # The command and the code as the run starts (a long audit outlives later commits).
-  provenance = {"command": tables.TableRun.command("audit"), "git_commit": tables.git_commit()}
-  report, paths = None, ()
-  for method in methods:
-    row_table = table["rows"].get(method.name, {})
-    print(f"auditing {method.name}")
-    t0 = time.time()
-    row = audit.run_audit(runner.train(method), x, y, eps, transfer_sets=transfer,
-                          whitebox=row_table.get("pgd"), blackbox=row_table.get("blackbox"),
-                          draws_mode=settings.eval_draws(), **audit_kwargs())
+  # Rows accumulate over runs (one --methods at a time resumes a long audit): each keeps its
+  # own provenance; rows audited beside this run are kept.
+  report = pipeline.Report(os.path.join(out, "audit.json"), markdown, {"rows": {}}, header=dict(
+      {"eps": eps, "n": n, "norm": _NORM.value, "protocol": _PROTOCOL.value},
+      **pipeline.provenance("audit")))
+  by_name = {m.name: m for m in methods}
+
+  def evaluate(name):
+    print(f"auditing {name}")
+    row_table = table["rows"].get(name, {})
+    row = audit.run_audit(runner.train(by_name[name]), x, y, eps, audit_settings(n),
+                          transfer_sets=transfer, whitebox=row_table.get("pgd"),
+                          blackbox=row_table.get("blackbox"), draws_mode=settings.eval_draws())
     row["per_example"] = per_example(row)
-    # Rows accumulate over runs (one --methods at a time resumes a long audit): each keeps its own.
-    row["provenance"] = dict(provenance, wall_seconds=time.time() - t0)
-    # Read just before writing, so audits of other rows running beside this one are kept.
-    report = dict(store.read_json(os.path.join(out, "audit.json"), {"rows": {}}), **header)
-    report["rows"][method.name] = row
-    paths = common.write_report(out, "audit", report, markdown)
-  return report, paths
+    return row
+
+  # A row is audited again when asked for (new flags, new code).
+  pipeline.run_rows(report, list(by_name), lambda r: ("rows", r), evaluate, seed=_SEED.value,
+                    redo=True)
+  return report.data, (report.path, report.markdown)
 
 
 FLAGS = flags.FLAGS

@@ -19,7 +19,6 @@ import time
 from absl import flags
 
 from d3_tf import settings as cfg
-from d3_tf import store
 from experiments import common
 
 common.define_model_flags("The model to evaluate")
@@ -63,7 +62,7 @@ def markdown(report):
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from d3_tf import advsets, attacks, audit, tables, training  # pylint: disable=g-import-not-at-top
+  from d3_tf import advsets, attacks, audit, pipeline, training  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "blackbox",
                                                           common.model_name()), "output_dir")
@@ -87,15 +86,15 @@ def main(argv):
     metas[source] = dict(meta, path=path)
     print(f"{common.model_name()}: {row['per_set'][source]:.1f}% on {source}'s {n} examples")
   row["blackbox"] = min(row["per_set"].values())
-  row.update(command=tables.TableRun.command("blackbox"), git_commit=tables.git_commit(),
+  report = pipeline.Report(os.path.join(out, "blackbox.json"), markdown, {"rows": {}, "sets": {}},
+                           header={"versions": pipeline.versions()})
+  row.update(command=pipeline.command("blackbox"), git_commit=pipeline.git_commit(),
              seed=_SEED.value, wall_seconds=time.time() - t0)
-  report = store.read_json(os.path.join(out, "blackbox.json"), {"rows": {}, "sets": {}})
-  report["rows"][common.model_name()] = row
-  report["sets"].update(metas)
-  report["versions"] = tables.versions()
-  paths = common.write_report(out, "blackbox", report, markdown)
-  print(markdown(report))
-  print(f"results: {', '.join(paths)}")
+  for source, meta in metas.items():
+    report.set(("sets", source), meta)
+  report.put(("rows", common.model_name()), row)
+  print(markdown(report.data))
+  print(f"results: {report.path}, {report.markdown}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ Std. (clean), FGSM, PGD (40 steps of 0.001) and black-box, each beside the paper
   python -m experiments.cifar_table2 --preset robust_mix --noblackbox  # the Adv rows, audited
   python -m experiments.cifar_table2 --preset paper   # full VGG16, 50k images: GPU work
 """
-from d3_tf import paper
 from experiments import common
 
-main = common.accuracy_table_binary(
-    "cifar_table2", "cifar10", "smoke",
+BINARY = "cifar_table2"
+PRESETS_HELP = (
     "smoke: VGG16 at 1/16 width on 128 images, 1 epoch, K=2 (plumbing only). cpu: VGG16 at "
     "1/4 width on all 50k images, no augmentation; the VGG16 row and the black-box surrogate "
     "train 20 epochs (Adam 1e-3, cosine schedule); every Bayesian row STARTS FROM THE TRAINED "
@@ -23,8 +22,14 @@ main = common.accuracy_table_binary(
     "of PGD-7 training from the trained VGG16) and Adv-BNN (1 epoch from the Adv-CNN), audited. "
     "robust_mix: the same with the Adv rows on half clean, half PGD loss, the Adv-CNN 6 epochs "
     "with ε ramped up over the first. paper: full VGG16, 50k images, 100 epochs, full test set "
-    "(GPU).",
-    paper.TABLE2, "Table 2 — CIFAR-10, L∞ ε = 0.03")
+    "(GPU).")
+common.define_table_flags(BINARY, PRESETS_HELP, "cifar10", "smoke")
+
+
+def main(argv):
+  del argv
+  common.accuracy_table(BINARY, "cifar10")
+
 
 if __name__ == "__main__":
   common.run(main)

@@ -14,11 +14,15 @@ budgets above 0.04 cannot be used in full (the paper's flat 0.055 / 0.07 columns
 (--scale_step, on by default) the table shows PGD with the step 2.5·ε/iterations, which can
 reach every budget.
 """
+import copy
+import time
+
 from absl import flags
 
 from d3_tf import paper
 from d3_tf.benchmark import CIFAR10
-from d3_tf.settings import PRESET_ROWS, ConfigError, parse_methods
+from d3_tf.presets import PRESET_ROWS
+from d3_tf.settings import ConfigError, parse_methods
 from experiments import common
 
 BINARY = "cifar_table3"
@@ -79,24 +83,24 @@ def main(argv):
   if flags.FLAGS.train_only:
     common.train_only(settings, methods, train, test)
     return
-  run = tables.TableRun(BINARY, flags.FLAGS.preset, settings, out,
-                        lambda r: tables.budget_markdown(r, "Table 3 — CIFAR-10, PGD budgets"))
-  run.results["budgets"] = list(budgets)
-  run.results["scale_step"] = _SCALE_STEP.value
+  report = tables.table_report(BINARY, flags.FLAGS.preset, settings, out, lambda r: (
+      tables.budget_markdown(r, "Table 3 — CIFAR-10, PGD budgets")))
+  report.set(("budgets",), list(budgets))
+  report.set(("scale_step",), _SCALE_STEP.value)
   runner = experiment.Runner(settings, flags.FLAGS.models_dir, train, test)
   steps = {"budgets": lambda b: settings.pgd_step}
   if _SCALE_STEP.value:
     steps["budgets_scaled"] = lambda b: 2.5 * b / settings.pgd_iters
   for method in methods:
-    row = run.results["rows"].get(method.name, {})
+    row = copy.deepcopy(report.get("rows", method.name) or {})
     todo = [(key, b) for key in steps for b in budgets
             if str(b) not in row.setdefault(key, {}) and (b > 0 or key == "budgets")]
     if not todo:
       print(f"row {method.name}: already done, skipped")
       continue
     est = runner.classifier(runner.train(method))
-    for key, b in todo:
-      step = steps[key](b)
+    for key, b in todo:  # saved after every budget: a killed run resumes at the next one
+      t0, step = time.time(), steps[key](b)
       if b == 0:  # clean accuracy
         value = attacks.accuracy_on(est, runner.xe, runner.ye)
       else:
@@ -104,9 +108,13 @@ def main(argv):
         value = attacks.robust_accuracy(est, runner.xe, runner.ye, attack,
                                         desc=f"PGD eps={b} step={step:.5f}")["adversarial"]
       row[key][str(b)] = value
-      run.add(method.name, row)
+      row["provenance"] = {"command": report.data["command"], "seed": settings.seed,
+                           "git_commit": report.data["git_commit"],
+                           "wall_seconds": row.get("provenance", {}).get("wall_seconds", 0.0)
+                                           + time.time() - t0}
+      report.put(("rows", method.name), row)
       print(f"row {method.name}: eps {b}, step {step:.5f} -> {value:.1f}%")
-  run.save()
+  report.save()
   common.print_outputs(out)
 
 

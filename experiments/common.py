@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from d3_tf import data, distribute, progress, quiet, store
+from d3_tf import data, distribute, presets, progress, quiet, store
 from d3_tf import settings as cfg
 from d3_tf.benchmark import BENCHMARKS, EXTRA_ROWS
 
@@ -34,92 +34,7 @@ DATA_SOURCE = flags.DEFINE_enum(
     "Where data comes from (default: embedded for MNIST smoke runs when no data dir is set, "
     "else auto = data dir if given, else tfds).")
 
-_HELP = {
-    "width": "Channel multiplier of VGG16 (1.0 = the real VGG16).",
-    "n_train": "Training images used (0 = all).",
-    "n_eval": "Test images attacked for the table (0 = all).",
-    "n_clean": "Test images of the clean column, when more than the attacked ones "
-               "(0 = the --n_eval images).",
-    "epochs": "Training epochs per row.",
-    "batch_size": "Training batch size.",
-    "num_draws": "K: Bayesian head draws in training, inference and attacks.",
-    "learning_rate": "Adam learning rate.",
-    "lambda_m": "λM, weight of the mean penalty ΩM (Eq. 14) in rows with M.",
-    "lambda_v": "λV, weight of the variance penalty ΩV (Eq. 15-17) in rows with V.",
-    "lambda_s": "λS, weight of the non-sparse penalty ΩS (Eq. 18) in rows with S.",
-    "variance_variant": "ΩV variant: v1 (Eq. 15), v2 (Eq. 16), v3 (Eq. 17, the paper's).",
-    "y_mode": "Scalar y whose input gradient is normalised: loss, true_logit or all_logits.",
-    "penalty_reduction": "sum: Eq. 14-18 as printed (sums over the D input dims); mean: each Ω "
-                         "divided by D before λ (docs/reproduction.md, 'Known gap').",
-    "draws_mode": "loop: the head runs K times, fresh weights per call (the paper's K passes, "
-                  "the reference; Flipout as tfp implements it). vectorized: the K weight "
-                  "samples of every Bayesian layer drawn at once and run as one batched "
-                  "computation (plain samples, no Flipout sign flips); see "
-                  "benchmarks/train_step.py.",
-    "estimator": "Bayesian layers: flipout (Convolution2DFlipout + DenseFlipout), "
-                 "reparameterization (both *Reparameterization) or reparam_conv "
-                 "(Convolution2DReparameterization + DenseFlipout: one conv kernel sample per "
-                 "draw shared by the batch, Sec. 5.2.1).",
-    "kl_weight": "Factor on the KL term (1.0 = the ELBO, KL / N_train).",
-    "eps": "L∞ budget of FGSM, PGD and the black-box sets, in [0,1] pixel units.",
-    "pgd_step": "PGD step size (pixel units).",
-    "pgd_iters": "PGD iterations.",
-    "offline_iters": "PGD iterations for the offline ('-Off') training examples.",
-    "offline_n": "Training images attacked for the offline set (0 = all).",
-    "surrogate_epochs": "Training epochs of the black-box surrogates.",
-    "surrogate_adv_iters": "PGD iterations inside the adversarial surrogate's training.",
-    "epoch_eval_n": "Test images attacked after every epoch for Figure 1 (0 = off).",
-    "epoch_eval_pgd_iters": "PGD iterations of the per-epoch evaluation.",
-    "sweep_linf": "L∞ budgets of the PGD sweep (Figures 2-3), comma-separated.",
-    "sweep_l2": "L2 budgets of the PGD sweep (Figures 2-3), comma-separated.",
-    "sweep_n": "Test images attacked in the sweeps (0 = the --n_eval images).",
-    "seed": "Random seed (data order, initialisation, draws, attacks).",
-    "penalty_examples": "Compute the penalties (Eq. 14-18) on a random subset of this many "
-                        "examples of each batch: an unbiased estimate of their batch mean at a "
-                        "fraction of the cost; CE and KL stay on the whole batch. 0 = every "
-                        "example (the paper). See docs/performance.md before using it.",
-    "eval_draws_mode": "K draws of attacks, evaluation and the audit: auto (the faster exact "
-                       "mode of the architecture, measured: vectorized for the MNIST CNN, loop "
-                       "for VGG16; docs/performance.md), loop or vectorized. Not a training "
-                       "setting.",
-    "posterior_init": "Initial softplus⁻¹σ of the Bayesian kernels (mean of N(·, 0.1)); "
-                      "-5 gives σ ≈ 0.007, -3 gives σ ≈ 0.049.",
-    "norm_floor": "Floor on the squared gradient norm in Eq. 9 (1e-12 is "
-                  "tf.math.l2_normalize's).",
-    "lr_schedule": "constant: Adam at --learning_rate throughout (the paper); cosine: the rate "
-                   "decays to 0 over each row's training (cosine, per step).",
-    "conventional_epochs": "Training epochs of the conventional row (CNN / VGG16) when it "
-                           "differs from the others (0 = --epochs).",
-    "warm_start_lr": "0: every row is trained from scratch (the paper). > 0: the Bayesian rows "
-                     "start from the trained conventional row (its trunk, and its head's "
-                     "weights as posterior means; σ from --posterior_init) and are trained "
-                     "with their own loss at this Adam rate. A deviation from the paper.",
-    "adv_iters": "PGD iterations inside each adversarial training step of the Adv-CNN / "
-                 "Adv-BNN rows (and of a --surrogate_adv_mode=warmup surrogate); random start, "
-                 "step 2.5·eps/iterations.",
-    "adv_warmup_epochs": "Epochs over which the adversarial training's eps ramps linearly from 0 "
-                         "to --eps (rows trained from scratch; a warm-started row starts at "
-                         "--eps).",
-    "surrogate_adv_mode": "How the adversarial black-box surrogate is trained: art (ART's "
-                          "AdversarialTrainerMadryPGD, no eps ramp: the committed presets) or "
-                          "warmup (d3_tf's PGD training with the eps ramp, as the Adv rows).",
-    "surrogate_adv_epochs": "Training epochs of the adversarial surrogate (0 = "
-                            "--surrogate_epochs).",
-    "adv_epochs": "Training epochs of the Adv-CNN row (0 = those of the conventional row).",
-    "adv_warm_start_warmup": "Epochs over which eps ramps linearly from 0 to --eps for an "
-                             "Adv-CNN started from the trained conventional row (0: the full "
-                             "eps from the first step).",
-    "keep_epochs": "Epochs (1-based, comma-separated) after which each row's weights are kept "
-                   "in <row>/epoch_<e>/, e.g. for audits along a long run; not a training "
-                   "setting (the model folder stays the same).",
-    "adv_clean_weight": "Weight w of the clean batch's loss in the Adv rows' training: loss = "
-                        "w·L(clean) + (1 − w)·L(PGD) (Goodfellow et al.'s mixed objective; 0 = "
-                        "PGD examples only, Madry et al.).",
-    "adv_warm_start_lr": "0: the Adv-CNN is trained from scratch. > 0: it starts from the "
-                         "trained conventional row and trains at this Adam rate (a deviation "
-                         "from Madry et al.).",
-}
-_TUNABLE = [f for f in dataclasses.fields(cfg.Settings) if f.name in _HELP]
+_TUNABLE = [f for f in cfg.FIELDS if f.metadata["help"]]  # one flag each
 
 
 def _floats(values):
@@ -152,10 +67,10 @@ def validate(name, rule, convert=lambda v: v):
 def define_setting_flags():
   """One flag per Settings field (default: the preset's value), checked when parsed."""
   for f in _TUNABLE:
-    help_text = _HELP[f.name] + " Default: the preset's value."
+    help_text = f.metadata["help"] + " Default: the preset's value."
     convert = lambda v: v
-    if f.name in cfg.ENUMS:
-      flags.DEFINE_enum(f.name, None, cfg.ENUMS[f.name], help_text)
+    if f.metadata["choices"]:
+      flags.DEFINE_enum(f.name, None, f.metadata["choices"], help_text)
     elif f.type in ("tuple", tuple):
       flags.DEFINE_list(f.name, None, help_text)
       convert = _floats
@@ -165,20 +80,20 @@ def define_setting_flags():
       flags.DEFINE_float(f.name, None, help_text)
     else:
       flags.DEFINE_string(f.name, None, help_text)
-    validate(f.name, cfg.RULES[f.name], convert)
+    validate(f.name, f.metadata["rule"], convert)
 
 
-def presets(dataset):
+def preset_names(dataset):
   """Preset names of a dataset, in PRESETS order."""
-  return [p for d, p in cfg.PRESETS if d == dataset]
+  return [p for d, p in presets.PRESETS if d == dataset]
 
 
 def define_table_flags(binary, presets_doc, dataset, default_preset, methods=True):
   """Flags of every table binary; ``methods`` adds --methods and --blackbox."""
-  flags.DEFINE_enum("preset", default_preset, presets(dataset), presets_doc)
+  flags.DEFINE_enum("preset", default_preset, preset_names(dataset), presets_doc)
   if methods:
     rows = BENCHMARKS[dataset].all_rows
-    own = "; ".join(f"--preset {p}: {', '.join(r)}" for (d, p), r in cfg.PRESET_ROWS.items()
+    own = "; ".join(f"--preset {p}: {', '.join(r)}" for (d, p), r in presets.PRESET_ROWS.items()
                     if d == dataset)
     flags.DEFINE_list("methods", None, "Rows to run, by the paper's shorthand (default: the "
                       f"paper's rows, {', '.join(BENCHMARKS[dataset].rows)}"
@@ -196,7 +111,7 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
                       "shared by the binaries, so rows with equal training settings are reused.")
   flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
                     "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset "
-                    f"{', '.join(cfg.AUDITED_PRESETS)}, off for the others.")
+                    f"{', '.join(presets.TABLE_AUDITS)}, off for the others.")
   flags.DEFINE_enum("distribute", "none", list(distribute.STRATEGIES),
                     "tf.distribute strategy: none, mirrored (all local GPUs) or multi_worker "
                     "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
@@ -221,26 +136,24 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   define_setting_flags()
 
 
-def audit_kwargs():
-  """run_audit arguments from the --audit* flags, or None when the audit is off."""
-  on = FLAGS.audit if FLAGS.audit is not None else FLAGS.preset in cfg.AUDITED_PRESETS
-  if not on:
+def table_audit():
+  """The table's audit (an AuditSettings: the preset's, presets.TABLE_AUDITS) with the
+  --audit* flags applied, or None when the audit is off."""
+  from d3_tf.audit_inputs import AUDITS  # pylint: disable=g-import-not-at-top
+  preset = presets.TABLE_AUDITS.get(FLAGS.preset)
+  if not (FLAGS.audit if FLAGS.audit is not None else preset is not None):
     return None
-  cpu = FLAGS.preset in cfg.CPU_AUDIT_PRESETS
-  pick = lambda value, cpu_default, default: value if value is not None else (
-      cpu_default if cpu else default)
-  n_default = 100 if FLAGS.preset == "cpu" else 200
-  eot = tuple(int(r) for r in pick(FLAGS.audit_eot, ["1", "4"], ["1", "10"]))
-  return {"n": FLAGS.audit_n or n_default, "eot": eot,
-          "steps": pick(FLAGS.audit_steps, 50, 100),
-          "restarts": pick(FLAGS.audit_restarts, 1, 5), "apgd_eot": max(eot),
-          "square_queries": pick(FLAGS.audit_square_queries, 500, 1000),
-          "seed": FLAGS.seed or 0}
+  eot = FLAGS.audit_eot and tuple(int(r) for r in FLAGS.audit_eot)
+  given = {"n": FLAGS.audit_n, "eot": eot, "apgd_eot": eot and max(eot),
+           "steps": FLAGS.audit_steps, "restarts": FLAGS.audit_restarts,
+           "square_queries": FLAGS.audit_square_queries}
+  return dataclasses.replace(preset or AUDITS["full"], seed=FLAGS.seed or 0,
+                             **{k: v for k, v in given.items() if v is not None})
 
 
 def settings_from_flags(dataset):
   """The preset's Settings with every flag that was given applied on top."""
-  base = cfg.PRESETS[(dataset, FLAGS.preset)]
+  base = presets.PRESETS[(dataset, FLAGS.preset)]
   overrides = {}
   for f in _TUNABLE:
     value = getattr(FLAGS, f.name)
@@ -255,7 +168,7 @@ def define_trained_rows_flags(default_methods):
   """Flags of the binaries that analyse rows trained by a table binary (audit, diversity)."""
   flags.DEFINE_enum("table", "mnist_table1", ["mnist_table1", "cifar_table2"],
                     "Which table's trained rows to analyse.")
-  flags.DEFINE_enum("preset", "smoke", sorted({p for _, p in cfg.PRESETS}),
+  flags.DEFINE_enum("preset", "smoke", sorted({p for _, p in presets.PRESETS}),
                     "Preset of the table run (sets the default --results_dir).")
   flags.DEFINE_string("results_dir", None,
                       "The table's output dir (default results/<table>/<preset>).")
@@ -348,14 +261,6 @@ def writable(path, flag):
   return path
 
 
-def write_report(out, stem, report, to_markdown):
-  """Writes ``report`` as <out>/<stem>.json and its markdown as <stem>.md; returns the paths."""
-  paths = os.path.join(out, f"{stem}.json"), os.path.join(out, f"{stem}.md")
-  store.atomic_write(paths[0], json.dumps(report, indent=1))
-  store.atomic_write(paths[1], to_markdown(report))
-  return paths
-
-
 def output_dir(binary):
   return FLAGS.output_dir or os.path.join("results", binary, FLAGS.preset)
 
@@ -388,7 +293,7 @@ def load_data(dataset, n_train=None, n_test=None, embedded_default=False):
 def load_table_data(settings):
   n_test = settings.n_eval and max(settings.n_eval, settings.n_clean)
   return load_data(settings.dataset, settings.n_train, n_test,
-                   embedded_default=FLAGS.preset in cfg.EMBEDDED_PRESETS)
+                   embedded_default=FLAGS.preset in presets.EMBEDDED_PRESETS)
 
 
 def describe(settings, binary, num_rows):
@@ -396,40 +301,34 @@ def describe(settings, binary, num_rows):
         f"{progress.count(settings.epochs, 'epoch')}, K={settings.num_draws}, eval on "
         f"{settings.n_eval or 'all'} test images", flush=True)
   if FLAGS.preset == "paper":
-    hours = cfg.estimate_hours(settings, num_rows)
+    hours = presets.estimate_hours(settings, num_rows)
     print(f"estimate: training alone is ~{hours:,.0f} h on 2 CPU cores "
           f"(~{hours / 24:,.1f} days); plan for one or more GPUs")
 
 
 
 
-def accuracy_table_binary(binary, dataset, default_preset, presets_doc, published, title,
-                          clean_reference=None):
-  """Defines the flags of mnist_table1 / cifar_table2 and returns their whole ``main``."""
-  define_table_flags(binary, presets_doc, dataset, default_preset)
-
-  def main(argv):
-    del argv
-    from d3_tf import tables  # pylint: disable=g-import-not-at-top
-    settings = settings_from_flags(dataset)
-    try:
-      strategy = distribute.make_strategy(FLAGS.distribute)
-    except ValueError as e:
-      raise cfg.ConfigError(str(e)) from None
-    methods = cfg.parse_methods(FLAGS.methods or cfg.PRESET_ROWS.get(
-        (dataset, FLAGS.preset), BENCHMARKS[dataset].rows), dataset)
-    describe(settings, binary, len(methods))
-    out = table_outputs(binary)
-    train, test = load_table_data(settings)
-    if FLAGS.train_only:
-      train_only(settings, methods, train, test, FLAGS.blackbox, strategy)
-      return
-    _, figures = tables.run_accuracy_table(
-        binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir, published,
-        title, clean_reference, FLAGS.blackbox, audit_kwargs(), strategy=strategy)
-    if distribute.is_chief():
-      print_outputs(out, figures)
-  return main
+def accuracy_table(binary, dataset):
+  """Tables 1-2 from the flags of define_table_flags: the binaries' whole work."""
+  from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  settings = settings_from_flags(dataset)
+  try:
+    strategy = distribute.make_strategy(FLAGS.distribute)
+  except ValueError as e:
+    raise cfg.ConfigError(str(e)) from None
+  methods = cfg.parse_methods(FLAGS.methods or presets.PRESET_ROWS.get(
+      (dataset, FLAGS.preset), BENCHMARKS[dataset].rows), dataset)
+  describe(settings, binary, len(methods))
+  out = table_outputs(binary)
+  train, test = load_table_data(settings)
+  if FLAGS.train_only:
+    train_only(settings, methods, train, test, FLAGS.blackbox, strategy)
+    return
+  _, figures = tables.run_accuracy_table(
+      binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir,
+      FLAGS.blackbox, table_audit(), strategy=strategy)
+  if distribute.is_chief():
+    print_outputs(out, figures)
 
 
 def train_only(settings, methods, train, test, blackbox=False, strategy=None):

@@ -12,7 +12,6 @@ import os
 
 from absl import flags
 
-from d3_tf import store
 from d3_tf.settings import POSITIVE_INT, ConfigError
 from experiments import common
 
@@ -35,21 +34,25 @@ def markdown(report):
 
 def main(argv):
   del argv
-  from d3_tf import audit  # pylint: disable=g-import-not-at-top
+  from d3_tf import audit, pipeline  # pylint: disable=g-import-not-at-top
   _, _, runner, methods, out = common.trained_rows()
   deterministic = [m.name for m in methods if not m.bayesian]
   if deterministic:
     raise ConfigError(f"rows {deterministic} have no weight draws; pick Bayesian rows")
   n = min(_N.value, len(runner.xe))
-  report = store.read_json(os.path.join(out, "diversity.json"), {"rows": {}})
-  for method in methods:
-    print(f"measuring {method.name}")
-    row = audit.direction_diversity(runner.train(method), runner.xe[:n], runner.ye[:n])
-    report["rows"][method.name] = row
-    report.update({"n": n, "num_draws": row["num_draws"]})
-    paths = common.write_report(out, "diversity", report, markdown)
-  print(markdown(report))
-  print(f"results: {', '.join(paths)}")
+  report = pipeline.Report(os.path.join(out, "diversity.json"), markdown, {"rows": {}},
+                           header=dict(n=n, num_draws=runner.s.num_draws,
+                                       **pipeline.provenance("diversity")))
+  by_name = {m.name: m for m in methods}
+
+  def measure(name):
+    print(f"measuring {name}")
+    return audit.direction_diversity(runner.train(by_name[name]), runner.xe[:n], runner.ye[:n])
+
+  pipeline.run_rows(report, list(by_name), lambda r: ("rows", r), measure,
+                    seed=runner.s.seed, redo=True)
+  print(markdown(report.data))
+  print(f"results: {report.path}, {report.markdown}")
 
 
 if __name__ == "__main__":

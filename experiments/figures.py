@@ -14,7 +14,8 @@ import os
 from absl import flags
 
 from d3_tf import plots, store, study
-from d3_tf.settings import ConfigError, PRESETS
+from d3_tf.presets import PRESETS
+from d3_tf.settings import ConfigError
 from experiments import common
 
 _PRESET = flags.DEFINE_enum("preset", "quick", sorted({p for _, p in PRESETS}),

@@ -10,11 +10,10 @@ columns clean, FGSM, PGD-40 and black-box accuracy, each beside the paper's numb
   python -m experiments.mnist_table1 --preset robust    # Adv-CNN / Adv-BNN references, audited
   python -m experiments.mnist_table1 --preset paper     # 100 epochs, full data: GPU
 """
-from d3_tf import paper
 from experiments import common
 
-main = common.accuracy_table_binary(
-    "mnist_table1", "mnist", "quick",
+BINARY = "mnist_table1"
+PRESETS_HELP = (
     "quick (default): the whole table on the embedded MNIST slice in about 5 minutes on 2 "
     "cores: 3,000 images, 2 epochs, K=2, penalties as means over input dims, PGD-40 on 100 "
     "test images, clean accuracy on all 1,000 (a small real result). "
@@ -30,8 +29,14 @@ main = common.accuracy_table_binary(
     "2) and Adv-BNN (from the Adv-CNN, 2 epochs on online PGD examples of the K-draw model) "
     "on the verdict protocol, strong surrogates (MadryLab-style, all 60k images), audited on "
     "200 images (hours on 2 cores; resumable). paper: 60k images, "
-    "100 epochs, full test set (GPU).",
-    paper.TABLE1, "Table 1 — MNIST, L∞ ε = 0.3", paper.TABLE1_CLEAN)
+    "100 epochs, full test set (GPU).")
+common.define_table_flags(BINARY, PRESETS_HELP, "mnist", "quick")
+
+
+def main(argv):
+  del argv
+  common.accuracy_table(BINARY, "mnist")
+
 
 if __name__ == "__main__":
   common.run(main)

@@ -19,15 +19,13 @@ continues from its last epoch.
   python -m experiments.study --grid main --configs sum/-3/loss --rows M --seeds 1,2
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
 """
-import json
 import os
-import sys
 import time
 
 from absl import flags
 
 from d3_tf import settings as cfg
-from d3_tf import store, study
+from d3_tf import study
 from experiments import common
 
 _GRID = flags.DEFINE_enum("grid", "main", list(study.GRIDS), "Which grid to run.")
@@ -52,86 +50,85 @@ common.validate("diversity_n", cfg.POSITIVE_INT)
 
 def main(argv):
   del argv
-  from d3_tf import audit, experiment, plots, tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import audit, experiment, pipeline, plots, tables  # pylint: disable=g-import-not-at-top
   grid = study.GRIDS[_GRID.value]
   configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value,
                        _ROWS.value)
-  base, protocol, audit_kwargs = grid.base(), grid.protocol(), grid.audit()  # protocol: its
-  n_train = [c.settings(base).n_train for c in configs] + [protocol.n_train]  # surrogate sets
+  base, protocol = grid.base(), grid.protocol()  # protocol: its surrogate sets
+  audit_settings = grid.audit() if _AUDIT.value else None
+  n_train = [c.settings(base).n_train for c in configs] + [protocol.n_train]
   (x, y), (xt, yt) = common.load_data(grid.dataset, None if 0 in n_train else max(n_train),
                                       base.n_eval and max(base.n_eval, base.n_clean),
                                       embedded_default=grid.smoke)
   out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "study", _GRID.value),
                         "output_dir")
   common.writable(_MODELS_DIR.value, "models_dir")
-  path = os.path.join(out, "results.json")
-  results = store.read_json(path) or {"grid": _GRID.value, "configs": {}, "wall_seconds": 0.0}
-  results.update(audit=audit_kwargs, versions=tables.versions(), git_commit=tables.git_commit(),
-                 command=" ".join(["python -m experiments.study"] + sys.argv[1:]))
-  saved = time.time()
-
-  def save():
-    """results.json, study.md and the figures after every row: a stopped grid loses nothing,
-    and rows another process wrote to the same grid meanwhile are kept."""
-    nonlocal saved
-    on_disk = store.read_json(path) or {"wall_seconds": 0.0}
-    study.merge_rows(results, on_disk)
-    now = time.time()  # each process adds its own seconds since its last save
-    results["wall_seconds"] = on_disk["wall_seconds"] + now - saved
-    saved = now
-    store.atomic_write(path, json.dumps(results, indent=1))
-    store.atomic_write(os.path.join(out, "study.md"), study.markdown(results))
-    return [plots.figure_diversity(study.diversity_points(results),
-                                   os.path.join(out, "diversity.png"), base.num_draws),
-            study.figure1(results, study.grid(_GRID.value) + configs, base, rows_dir,
-                          os.path.join(out, "figure1.png"))]
-
   rows_dir = os.path.join(out, "models") if _KEEP_MODELS.value else _MODELS_DIR.value
+  figures = []
+
+  def render(results):
+    """study.md; the figures beside it (a stopped grid loses nothing)."""
+    figures[:] = [plots.figure_diversity(study.diversity_points(results),
+                                         os.path.join(out, "diversity.png"), base.num_draws),
+                  study.figure1(results, study.grid(_GRID.value) + configs, base, rows_dir,
+                                os.path.join(out, "figure1.png"))]
+    return study.markdown(results)
+
+  report = pipeline.Report(os.path.join(out, "results.json"), render,
+                           {"grid": _GRID.value, "configs": {}},
+                           header=dict(pipeline.provenance("study"),
+                                       audit=(audit_settings or grid.audit()).record()),
+                           markdown=os.path.join(out, "study.md"))
   sets = None
+
+  def blackbox_sets(runner):
+    """The grid's own strong surrogates' sets, else the protocol's (made after the first
+    training: two grids run at once do not race for them)."""
+    if grid.surrogates_from:
+      return study.surrogate_sets(*grid.surrogates_from, runner.xe, runner.ye, protocol,
+                                  os.path.join(_MODELS_DIR.value, "surrogate_sets"))
+    return experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
+                                                           y[:protocol.n_train or None]),
+                             (xt, yt)).blackbox_sets()
+
+  def evaluate(runner, config, name):
+    nonlocal sets
+    method = cfg.parse_method(name, grid.dataset)
+    print(f"{config} {name}: training / loading", flush=True)
+    model = runner.train(method)
+    sets = sets or blackbox_sets(runner)
+    t_eval = time.time()  # the row's own evaluation, not the one-off black-box sets
+    row = tables.evaluate_row(runner, method, sets, audit_settings)
+    if method.bayesian:
+      n = min(_DIVERSITY_N.value, len(runner.xe))
+      row["diversity"] = audit.direction_diversity(model, runner.xe[:n], runner.ye[:n])
+    row.update(study.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
+    row["eval_seconds"] = time.time() - t_eval
+    # Which surrogates made the sets: they are retrained where --models_dir lacks them.
+    row["provenance"] = {"blackbox_sets": {
+        source: {k: meta[k] for k in ("source_fingerprint", "source_clean_accuracy")}
+        for source, (_, _, meta) in sets.items()}}
+    print(f"{config} {name}: clean {row['clean']:.1f}, PGD {row['pgd']:.1f}, audited "
+          f"{row.get('audited', float('nan')):.1f}", flush=True)
+    return row
+
   for c in configs:
     s = c.settings(base)
-    entry = results["configs"].setdefault(c.name, {"overrides": dict(c.overrides), "rows": {}})
-    entry["settings_hash"] = s.training_hash()
-    pending = [r for r in c.rows if r not in entry["rows"]]
-    if not pending:
+    report.set(("configs", c.name, "overrides"), dict(c.overrides))
+    report.set(("configs", c.name, "settings_hash"), s.training_hash())
+    if all(report.get("configs", c.name, "rows", r) is not None for r in c.rows):
       print(f"{c.name}: already done, skipped")
       continue
     runner = experiment.Runner(s, rows_dir, (x[:s.n_train or None], y[:s.n_train or None]),
                                (xt, yt))
     if grid.conventional_from and s.warm_start_lr:
       runner.adopt_conventional(grid.conventional_from)
-    for name in pending:
-      method = cfg.parse_method(name, grid.dataset)
-      print(f"{c.name} {name}: training / loading", flush=True)
-      model = runner.train(method)
-      if sets is None and grid.surrogates_from:  # the grid's own (strong) surrogates
-        sets = study.surrogate_sets(*grid.surrogates_from, runner.xe, runner.ye, protocol,
-                                    os.path.join(_MODELS_DIR.value, "surrogate_sets"))
-      if sets is None:  # after the first training: two grids run at once do not race for them
-        sets = experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
-                                                               y[:protocol.n_train or None]),
-                                 (xt, yt)).blackbox_sets()
-      # Which surrogates made them: they are retrained where --models_dir lacks them.
-      sources = {source: {k: meta[k] for k in ("source_fingerprint", "source_clean_accuracy")}
-                 for source, (_, _, meta) in sets.items()}
-      t_eval = time.time()  # the row's own evaluation, not the one-off black-box sets
-      row = runner.evaluate(method, sets)
-      if _AUDIT.value:
-        row["audited"], row["audit"] = tables.audit_row(runner, method, row, sets, audit_kwargs)
-      if method.bayesian:
-        n = min(_DIVERSITY_N.value, len(runner.xe))
-        row["diversity"] = audit.direction_diversity(model, runner.xe[:n], runner.ye[:n])
-      row.update(study.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
-      row["eval_seconds"] = time.time() - t_eval
-      row["provenance"] = {"git_commit": results["git_commit"], "command": results["command"],
-                           "seed": s.seed, "blackbox_sets": sources}
-      entry["rows"][name] = row
-      save()
-      print(f"{c.name} {name}: clean {row['clean']:.1f}, PGD {row['pgd']:.1f}, audited "
-            f"{row.get('audited', float('nan')):.1f}", flush=True)
-  figures = save()
+    print(f"configuration {c.name}", flush=True)
+    pipeline.run_rows(report, c.rows, lambda r, c=c: ("configs", c.name, "rows", r),
+                      lambda r, runner=runner, c=c: evaluate(runner, c.name, r), seed=s.seed)
+  results = report.save()
   print(study.markdown(results))
-  print(f"results: {path}" + "".join(f", {f}" for f in figures if f))
+  print(f"results: {report.path}" + "".join(f", {f}" for f in figures if f))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import tf_keras
 from art.attacks.evasion import ProjectedGradientDescent
 
 import d3_tf
-from d3_tf import attacks, audit, data
+from d3_tf import attacks, audit, data, models
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,11 @@ def test_direction_diversity(tiny_models):
     wide = audit.direction_diversity(bnn, x, y)
   assert wide["omega_m"] < 0.9 and wide["omega_m_independent"] == 0.5
   np.testing.assert_allclose(wide["sigma_median"], np.log(2.0), rtol=1e-6)
+  means = np.abs(np.concatenate([np.ravel(l.kernel_posterior.mean().numpy())
+                                 for l in models.bayesian_layers(bnn.head)]))
+  np.testing.assert_allclose(wide["weight_median"], np.median(means), rtol=1e-6)
+  np.testing.assert_allclose(wide["sigma_over_weight"], np.median(np.log(2.0) / means),
+                             rtol=1e-5)
   with pytest.raises(ValueError, match="Bayesian"):
     audit.direction_diversity(audit.posterior_mean_model(bnn), x, y)
 

@@ -78,6 +78,9 @@ BAD = [
     ("model returns NaN", lambda x, y: dict(model="nan"), "NaN or inf logits"),
 ]
 
+SETTINGS = audit_inputs.AuditSettings(eot=(1,), steps=2, restarts=1, apgd_eot=1,
+                                      square_queries=0, sanity_n=4, passes=2, batch_size=8)
+
 
 @pytest.mark.parametrize("case,change,words", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_refused_before_any_attack(images, models, no_attack, case, change, words):
@@ -95,9 +98,8 @@ def test_bad_input_refused_before_any_attack(images, models, no_attack, case, ch
 def test_lists_and_tensors_are_accepted(images, models):
   x, y = images
   for xs, ys in ((x.tolist(), y.tolist()), (tf.constant(x), tf.constant(y))):
-    xc, yc, _, target = audit.checked_inputs(
-        models["logits"], xs, ys, 0.1, (1,), 2, 1, 1, 0, "inf", 0, 8, 4, None, "full", 2,
-        None, None)
+    xc, yc, _, target = audit.checked_inputs(models["logits"], xs, ys, 0.1, SETTINGS, None,
+                                             None, None)
     np.testing.assert_array_equal(xc, x)
     np.testing.assert_array_equal(yc, y)
     assert xc.dtype == np.float32 and yc.dtype == np.int64 and target.num_classes == 10
@@ -106,9 +108,22 @@ def test_lists_and_tensors_are_accepted(images, models):
 def test_a_callable_gets_its_shapes_from_the_images_and_its_outputs(images):
   x, y = images
   model = _logits_model(7)
-  _, _, _, target = audit.checked_inputs(lambda t: model(t), x, y % 7, 0.1, (1,), 2, 1, 1, 0,
-                                      "inf", 0, 8, 4, None, "full", 2, None, None)
+  _, _, _, target = audit.checked_inputs(lambda t: model(t), x, y % 7, 0.1, SETTINGS, None,
+                                         None, None)
   assert target.input_shape == (28, 28, 1) and target.num_classes == 7
+
+
+def test_settings_record_cuts_to_n_and_names_unknown_settings(images, models):
+  x, y = images
+  xc, yc, checked, _ = audit.checked_inputs(models["logits"], x, y, 0.1,
+                                            audit.AuditSettings(n=3, eot=4), None, None, None)
+  np.testing.assert_array_equal(xc, x[:3])
+  np.testing.assert_array_equal(yc, y[:3])
+  assert checked.eot == (4,)
+  with pytest.raises(ConfigError, match="^eots: is not a setting of the audit"):
+    audit.run_audit(models["logits"], x, y, 0.1, eots=(1,))
+  with pytest.raises(ConfigError, match="^n: 0 is invalid"):
+    audit.run_audit(models["logits"], x, y, 0.1, audit.AUDITS["smoke"], n=0)
 
 
 def test_budget_rules_by_norm():

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from d3_tf import presets
 from d3_tf import settings as cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,16 @@ CASES = [("mnist_table1", f"--{name}={value}") for name, values in BAD_TABLE_FLA
 CASES += [("cifar_table2", "--preset=quick"), ("cifar_table3", "--budgets=0.015,0.015"),
           ("cifar_table3", "--budgets=abc"), ("audit", "--eot=0"), ("audit", "--n=0"),
           ("audit", "--eps=2"), ("diversity", "--n=0"), ("diversity", "--methods=Q"),
-          ("figures", "--preset=foo"), ("mnist_table1", "--epochs")]
+          ("figures", "--preset=foo"), ("mnist_table1", "--epochs"),
+          ("cifar_table3", "--methods=VGG16,CNN")]
+# Whole messages, as the binaries print them.
+MESSAGES = {
+    "--methods=M,X": "flag --methods=['M', 'X']: must be a comma-separated list of CNN, BNN",
+    "--methods=VGG16,CNN": "flag --methods=['VGG16', 'CNN']: must be a comma-separated list "
+                           "of VGG16, BVGG16",
+    "--budgets=0.015,0.015": "error: flag --budgets=0.015,0.015: budget 0.015 given twice",
+    "--num_draws=0": "error: flag --num_draws=0: must be an integer ≥ 1",
+}
 
 
 def run_binary(name, *args, cwd):
@@ -61,29 +71,55 @@ def test_every_table_flag_has_a_bad_value_case():
   assert set(out) == set(BAD_TABLE_FLAGS)
 
 
-@pytest.mark.parametrize("binary,arg", CASES)
-def test_bad_flag_is_one_line_and_writes_nothing(tmp_path, binary, arg):
-  proc = run_binary(binary, arg, "--output_dir=out", "--models_dir=models", cwd=tmp_path) \
-      if binary in ("mnist_table1", "cifar_table2", "cifar_table3") else \
-      run_binary(binary, arg, cwd=tmp_path)
-  lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
-  assert proc.returncode != 0
-  assert len(lines) == 1, lines
-  assert lines[0].startswith("error: ") and arg.split("=")[0] in lines[0], lines[0]
+# Parses each case's flags inside ONE process per binary (absl's global FLAGS hold one
+# binary's flags at a time) and prints each parse error as the binaries print it.
+_PARSE_ALL = """
+import importlib, json, sys
+from absl import flags
+importlib.import_module("experiments." + sys.argv[1])
+out = []
+for args in json.loads(sys.argv[2]):
+  try:
+    flags.FLAGS(["binary"] + args)
+    out.append(None)
+  except flags.Error as e:
+    out.append(f"error: {e}")
+  flags.FLAGS.unparse_flags()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("binary", sorted({b for b, _ in CASES}))
+def test_every_bad_flag_is_refused_in_one_line_naming_it(tmp_path, binary):
+  cases = [arg for b, arg in CASES if b == binary]
+  extra = ["--output_dir=out", "--models_dir=models"] if "table" in binary else []
+  proc = subprocess.run([sys.executable, "-c", _PARSE_ALL, binary,
+                         json.dumps([[arg] + extra for arg in cases])], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=300, env=dict(
+                            os.environ, PYTHONPATH=ROOT + os.pathsep
+                            + os.environ.get("PYTHONPATH", "")))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for arg, message in zip(cases, json.loads(proc.stdout.splitlines()[-1])):
+    assert message is not None, f"{binary} {arg} was accepted"
+    assert "\n" not in message and arg.split("=")[0] in message, (arg, message)
+    assert MESSAGES.get(arg, "") in message, (arg, message)
   assert os.listdir(tmp_path) == []
 
 
-def test_messages_name_value_and_range(tmp_path):
-  line = run_binary("mnist_table1", "--eps", "5", cwd=tmp_path).stderr.strip()
-  assert line == "error: flag --eps=5.0: must be in (0, 1] (L∞, pixel units)"
-  line = run_binary("mnist_table1", "--num_draws", "0", cwd=tmp_path).stderr.strip()
-  assert line == "error: flag --num_draws=0: must be an integer ≥ 1"
+def test_bad_flag_is_one_line_exit_1_and_writes_nothing(tmp_path):
+  """The binaries' contract, end to end (every other bad value is checked in-process)."""
+  proc = run_binary("mnist_table1", "--eps=5", "--output_dir=out", "--models_dir=models",
+                    cwd=tmp_path)
+  lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+  assert proc.returncode == 1
+  assert lines == ["error: flag --eps=5.0: must be in (0, 1] (L∞, pixel units)"]
+  assert os.listdir(tmp_path) == []
 
 
 def test_presets_are_valid_and_bad_settings_raise():
-  for preset in cfg.PRESETS.values():
+  for preset in presets.PRESETS.values():
     preset.validate()
-  base = cfg.PRESETS[("mnist", "cpu")]
+  base = presets.PRESETS[("mnist", "cpu")]
   for field, value in [("epochs", 0), ("eps", 1.5), ("lambda_s", float("nan")),
                        ("estimator", "x"), ("sweep_l2", (1.0, -1.0)), ("num_draws", 2.5)]:
     with pytest.raises(cfg.ConfigError, match=f"--{field}="):
@@ -101,15 +137,15 @@ def test_later_fields_at_default_keep_the_training_hash():
                                           "results.json")))["settings"]
   assert "posterior_init" not in committed  # written before the field existed
   settings = cfg.Settings.from_dict(committed)
-  assert settings == cfg.PRESETS[("mnist", "cpu")]
+  assert settings == presets.PRESETS[("mnist", "cpu")]
   defaults = cfg.Settings()
-  for preset in cfg.PRESETS.values():
+  for preset in presets.PRESETS.values():
     if all(getattr(preset, k) == getattr(defaults, k) for k in cfg.LATER_TRAINING_FIELDS):
       assert preset.training_hash() == _hash_before_later_fields(preset)
-  assert cfg.PRESETS[("mnist", "cpu")].training_hash() == "b7580a37af"  # its committed models
-  assert cfg.PRESETS[("mnist", "robust")].training_hash() == "96fe1abc2d"
-  assert cfg.PRESETS[("cifar10", "robust")].training_hash() == "8501ba56e1"
-  assert cfg.PRESETS[("cifar10", "robust_mix")].training_hash() == "8f270ab632"
+  assert presets.PRESETS[("mnist", "cpu")].training_hash() == "b7580a37af"  # its committed models
+  assert presets.PRESETS[("mnist", "robust")].training_hash() == "96fe1abc2d"
+  assert presets.PRESETS[("cifar10", "robust")].training_hash() == "8501ba56e1"
+  assert presets.PRESETS[("cifar10", "robust_mix")].training_hash() == "8f270ab632"
   for field, value in [("posterior_init", -3.0), ("norm_floor", 1e-12), ("penalty_examples", 16),
                        ("lr_schedule", "cosine"), ("conventional_epochs", 7),
                        ("warm_start_lr", 1e-4), ("adv_warm_start_warmup", 1.0),
@@ -151,15 +187,15 @@ def test_verdict_preset_trains_as_the_study_at_its_reading():
   """The verdict preset is the study's protocol at the chosen reading and budget: its rows
   share model folders with the study's configuration there (long runs, seeds)."""
   from d3_tf import study  # pylint: disable=g-import-not-at-top
-  preset = cfg.PRESETS[("mnist", "verdict")]
+  preset = presets.PRESETS[("mnist", "verdict")]
   same, = [s for s in (c.settings(study.BASE) for c in study.grid("verdict"))
-           if s.lambda_s == cfg.VERDICT_READING["lambda_s"]]
+           if s.lambda_s == presets.VERDICT_READING["lambda_s"]]
   assert preset.training_hash() == same.training_hash()
-  assert preset.training_hash() != cfg.PRESETS[("mnist", "cpu")].training_hash()
+  assert preset.training_hash() != presets.PRESETS[("mnist", "cpu")].training_hash()
   assert (preset.penalty_reduction, preset.n_train, preset.epochs) == ("sum", 10000, 3)
   long = {c.name: c for c in study.grid("long")}["long/verdict"].settings(study.BASE)
   assert (long.n_train, long.epochs, long.lambda_s) == (0, 10, preset.lambda_s)
-  assert "verdict" in cfg.AUDITED_PRESETS
+  assert presets.TABLE_AUDITS["verdict"].n == 200
 
 
 def test_study_rows_filter_keeps_the_chosen_rows_and_rejects_unknown_ones():
@@ -176,16 +212,36 @@ def test_study_rows_filter_keeps_the_chosen_rows_and_rejects_unknown_ones():
     study.grid("main", only=["sum/-3/loss"], rows=["M-V"])
 
 
-def test_study_save_keeps_rows_another_process_wrote_to_the_same_grid():
-  """Two processes on the rows of one grid: each read results.json when it started; the one
-  that saves last must keep what the other wrote meanwhile, and its own rows win."""
-  from d3_tf import study  # pylint: disable=g-import-not-at-top
-  mine = {"configs": {"long/verdict": {"overrides": {}, "rows": {"M": {"pgd": 5.5}}}}}
-  on_disk = {"configs": {"long/verdict": {"overrides": {}, "rows": {"BNN": {"pgd": 0.0},
-                                                                    "M": {"pgd": 99.0}}},
-                         "long/sum/-5/loss": {"overrides": {"seed": 0},
-                                              "rows": {"M-S": {"pgd": 1.0}}}}}
-  merged = study.merge_rows(mine, on_disk)
-  assert merged["configs"]["long/verdict"]["rows"] == {"M": {"pgd": 5.5}, "BNN": {"pgd": 0.0}}
-  assert merged["configs"]["long/sum/-5/loss"] == on_disk["configs"]["long/sum/-5/loss"]
-  assert study.merge_rows({"configs": {}}, None) == {"configs": {}}
+def test_report_keeps_rows_another_process_wrote_and_its_own_win(tmp_path):
+  """Two processes on the rows of one report: each read it when it started; the one that
+  writes last keeps what the other wrote meanwhile, and its own rows win."""
+  from d3_tf import pipeline  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "results.json")
+  render = lambda r: ",".join(sorted(r["configs"]))
+  fresh = {"configs": {}}
+  mine = pipeline.Report(path, render, fresh, header={"command": "mine"})
+  other = pipeline.Report(path, render, fresh, header={"command": "other"})
+  other.put(("configs", "long/verdict", "rows", "BNN"), {"pgd": 0.0})
+  other.put(("configs", "long/verdict", "rows", "M"), {"pgd": 99.0})
+  other.put(("configs", "long/sum/-5/loss", "rows", "M-S"), {"pgd": 1.0})
+  mine.set(("configs", "long/verdict", "settings_hash"), "abc")
+  mine.put(("configs", "long/verdict", "rows", "M"), {"pgd": 5.5})
+  on_disk = json.load(open(path))
+  assert on_disk["configs"]["long/verdict"] == {"settings_hash": "abc", "rows": {
+      "BNN": {"pgd": 0.0}, "M": {"pgd": 5.5}}}
+  assert on_disk["configs"]["long/sum/-5/loss"] == {"rows": {"M-S": {"pgd": 1.0}}}
+  assert on_disk["command"] == "mine" and mine.get("configs", "long/verdict", "rows", "BNN")
+  assert open(str(tmp_path / "results.md")).read() == "long/sum/-5/loss,long/verdict"
+  assert fresh == {"configs": {}}  # the fresh record is copied, not filled
+
+
+def test_run_rows_skips_done_rows_and_stamps_provenance(tmp_path):
+  from d3_tf import pipeline  # pylint: disable=g-import-not-at-top
+  report = pipeline.Report(str(tmp_path / "r.json"), str, {"rows": {"A": {"x": 1}}},
+                           header={"command": "c", "git_commit": "g"})
+  made = pipeline.run_rows(report, ["A", "B"], lambda n: ("rows", n),
+                           lambda n: {"x": 2}, seed=3, log=lambda s: None)
+  assert list(made) == ["B"] and report.get("rows", "A") == {"x": 1}
+  prov = report.get("rows", "B")["provenance"]
+  assert (prov["command"], prov["git_commit"], prov["seed"]) == ("c", "g", 3)
+  assert prov["wall_seconds"] >= 0.0

@@ -93,8 +93,8 @@ def test_binary_writes_table_and_figure(tmp_path):
 
 def test_table_note_gives_the_audited_image_count():
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from d3_tf import paper, settings, tables  # pylint: disable=g-import-not-at-top
-  s = dataclasses.asdict(settings.PRESETS[("mnist", "cpu")])
+  from d3_tf import paper, presets, tables  # pylint: disable=g-import-not-at-top
+  s = dataclasses.asdict(presets.PRESETS[("mnist", "cpu")])
   row = {"clean": 97.0, "fgsm": 50.0, "pgd": 10.0, "blackbox": 40.0, "n_eval": 1000}
   results = {"preset": "cpu", "settings": s,
              "rows": {"M": dict(row, audited=0.5, audit={"n": 200}), "BNN": row}}
@@ -107,8 +107,8 @@ def test_table_note_gives_the_audited_image_count():
 
 def test_table_marks_reference_rows_and_shows_worst_and_expected():
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from d3_tf import paper, settings, tables  # pylint: disable=g-import-not-at-top
-  s = dataclasses.asdict(settings.PRESETS[("mnist", "robust")])
+  from d3_tf import paper, presets, tables  # pylint: disable=g-import-not-at-top
+  s = dataclasses.asdict(presets.PRESETS[("mnist", "robust")])
   row = {"clean": 98.0, "fgsm": 90.0, "pgd": 88.0, "blackbox": 95.0, "n_eval": 1000}
   results = {"preset": "robust", "settings": s, "rows": {
       "Adv-CNN": dict(row, audited=86.5, audit={"n": 200, "expected_robust_accuracy": 86.5}),
@@ -118,13 +118,13 @@ def test_table_marks_reference_rows_and_shows_worst_and_expected():
   assert "| Adv-CNN (not in the paper) | 98.0 | — | — | 90.0 | — | — |" in text
   assert text.rstrip().count("| 86.5 / 86.5 |") == 1 and "| 0.0 / 0.2 |" in text
   budgets = {"preset": "robust", "settings": dataclasses.asdict(
-      settings.PRESETS[("cifar10", "robust")]), "budgets": [0.015], "scale_step": False,
+      presets.PRESETS[("cifar10", "robust")]), "budgets": [0.015], "scale_step": False,
              "rows": {"Adv-CNN": {"budgets": {"0.015": 40.0}}}}
-  mix = tables.setup_line(dataclasses.asdict(settings.PRESETS[("cifar10", "robust_mix")]), 500,
+  mix = tables.setup_line(dataclasses.asdict(presets.PRESETS[("cifar10", "robust_mix")]), 500,
                          ("VGG16", "Adv-CNN", "Adv-BNN"))
   assert "the Adv-CNN 6 epochs" in mix and "ε ramped up over 1 epoch," in mix
   assert "loss 0.5·clean + 0.5·PGD" in mix and "0.5·clean" not in tables.setup_line(
-      dataclasses.asdict(settings.PRESETS[("cifar10", "robust")]), 500, ("Adv-CNN",))
+      dataclasses.asdict(presets.PRESETS[("cifar10", "robust")]), 500, ("Adv-CNN",))
   text = tables.budget_markdown(budgets, "Table 3")
   assert "| Adv-CNN (trained here; paper: Liu et al.'s, quoted) | 40.0 | 58.3 | -18.3 |" in text
   assert "| Adv-BNN (Liu et al., quoted) | — | 68.7 | — |" in text
@@ -132,7 +132,7 @@ def test_table_marks_reference_rows_and_shows_worst_and_expected():
 
 
 def test_git_commit_ignores_results_but_not_code(tmp_path):
-  from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import pipeline  # pylint: disable=g-import-not-at-top
   git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
                                   cwd=tmp_path, check=True, capture_output=True, text=True)
   git("init", "-q")
@@ -143,7 +143,27 @@ def test_git_commit_ignores_results_but_not_code(tmp_path):
   git("commit", "-qm", "one")
   head = git("rev-parse", "HEAD").stdout.strip()
   (tmp_path / "results" / "table.json").write_text('{"rows": {}}')  # a run writing its report
-  assert tables.git_commit(str(tmp_path)) == head
+  assert pipeline.git_commit(str(tmp_path)) == head
   (tmp_path / "code.py").write_text("x = 2\n")
-  assert tables.git_commit(str(tmp_path)) == head + "+uncommitted-changes"
-  assert tables.git_commit(str(tmp_path / "results")) == head + "+uncommitted-changes"
+  assert pipeline.git_commit(str(tmp_path)) == head + "+uncommitted-changes"
+  assert pipeline.git_commit(str(tmp_path / "results")) == head + "+uncommitted-changes"
+
+
+def test_every_committed_table_regenerates_from_its_results():
+  """The renderers keep every committed table.md: regenerated from its results.json, each is
+  the committed file byte for byte."""
+  import glob  # pylint: disable=g-import-not-at-top
+  from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  render = {"mnist_table1": tables.accuracy_markdown, "cifar_table2": tables.accuracy_markdown,
+            "cifar_table3": lambda r: tables.budget_markdown(
+                r, "Table 3 — CIFAR-10, PGD budgets")}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  checked = 0
+  for path in sorted(glob.glob(os.path.join(root, "results", "**", "results.json"),
+                               recursive=True)):
+    results = json.load(open(path))
+    table = os.path.join(os.path.dirname(path), "table.md")
+    if results.get("binary") in render and os.path.exists(table):
+      assert render[results["binary"]](results) == open(table).read(), path
+      checked += 1
+  assert checked >= 12
