@@ -84,7 +84,6 @@ class Report:
     self.path, self.render, self.order = path, render, order
     self.markdown = markdown or os.path.splitext(path)[0] + ".md"
     self.data = store.read_json(path) or copy.deepcopy(fresh)
-    self.fresh = fresh
     self.header = dict(header or {})
     self.data.update(self.header)
     self.mine = {}  # path -> value set by this process
@@ -124,6 +123,15 @@ class Report:
     return self.data
 
 
+def stamp(report, row, seed, seconds):
+  """Adds to ``row["provenance"]`` the command and commit of ``report``'s run, the seed and
+  ``seconds`` of wall time (keeping what the row already records there)."""
+  row["provenance"] = dict(row.get("provenance", {}), command=report.data.get("command"),
+                           git_commit=report.data.get("git_commit"), seed=seed,
+                           wall_seconds=seconds)
+  return row
+
+
 def run_rows(report, names, path, evaluate, seed=None, log=print, redo=False):
   """The row pipeline: for each name whose row is not in ``report`` yet (at ``path(name)``;
   every name with ``redo``), ``evaluate(name)`` (train or load, evaluate, audit: a dict),
@@ -136,9 +144,7 @@ def run_rows(report, names, path, evaluate, seed=None, log=print, redo=False):
       continue
     t0 = time.time()
     row = evaluate(name)
-    row["provenance"] = dict(row.get("provenance", {}), command=report.data.get("command"),
-                             git_commit=report.data.get("git_commit"), seed=seed,
-                             wall_seconds=time.time() - t0)
+    stamp(report, row, seed, time.time() - t0)
     report.put(path(name), row)
     made[name] = row
   return made

@@ -72,7 +72,7 @@ flags.register_validator("budgets", _check_budgets)
 
 def main(argv):
   del argv
-  from d3_tf import attacks, experiment, tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import attacks, experiment, pipeline, tables  # pylint: disable=g-import-not-at-top
   budgets = parse_budgets(_BUDGETS.value)
   settings = common.settings_from_flags("cifar10")
   methods = parse_methods(_METHODS.value or list(PRESET_ROWS.get(
@@ -108,10 +108,8 @@ def main(argv):
         value = attacks.robust_accuracy(est, runner.xe, runner.ye, attack,
                                         desc=f"PGD eps={b} step={step:.5f}")["adversarial"]
       row[key][str(b)] = value
-      row["provenance"] = {"command": report.data["command"], "seed": settings.seed,
-                           "git_commit": report.data["git_commit"],
-                           "wall_seconds": row.get("provenance", {}).get("wall_seconds", 0.0)
-                                           + time.time() - t0}
+      pipeline.stamp(report, row, settings.seed, row.get("provenance", {}).get(
+          "wall_seconds", 0.0) + time.time() - t0)
       report.put(("rows", method.name), row)
       print(f"row {method.name}: eps {b}, step {step:.5f} -> {value:.1f}%")
   report.save()
