@@ -6,8 +6,9 @@ M, V, S for the penalties of Eq. (14), (17), (18), and "-Off" for offline
 adversarial training (Sec. 4.6).
 
 Trained models live in ``models_dir/<dataset>-<arch>-<settings hash>/<row>/``:
-one checkpoint per epoch while training (Keras BackupAndRestore, so a killed
-run continues from its last epoch), final weights when done, per-epoch attack
+a backup of the training state while training (``d3_tf.callbacks.Backup``: after every epoch
+and every ten minutes, so a killed run continues where its last backup left it), final weights
+when done, per-epoch attack
 accuracies (Figure 1), TensorBoard and CSV logs. Binaries with the same
 training settings share trained rows (Table 3 reuses Table 2's models).
 """
@@ -16,7 +17,6 @@ import dataclasses
 import json
 import os
 import shutil
-import time
 import zlib
 
 import numpy as np
@@ -24,6 +24,7 @@ import tensorflow as tf
 import tf_keras
 
 from d3_tf import adversarial, advsets, attacks, data, distribute, progress, training
+from d3_tf.callbacks import BACKUP_SECONDS, Backup, EpochAttackLog, KeepEpochs
 from d3_tf.store import atomic_write, read_json  # noqa: F401  (re-exported)
 # The settings of a table run live in the TensorFlow-free d3_tf.settings (binaries validate
 # them before TensorFlow starts); re-exported here.
@@ -33,67 +34,10 @@ from d3_tf.settings import (ConfigError, Method, Settings,  # noqa: F401
                             conventional_training, parse_method,
                             parse_methods)
 
-class TrainClock(tf_keras.callbacks.Callback):
-  """Training seconds of a row summed over resumed runs: ``path`` rewritten after each epoch.
-
-  A run that starts at epoch 0 starts the count afresh; a run resumed at epoch e > 0 adds
-  to the seconds recorded for epochs 1..e.
-  """
-
-  clock = staticmethod(time.monotonic)
-
-  def __init__(self, path, n):
-    super().__init__()
-    self.path, self.n = path, n
-    self.before = self.t0 = None
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.t0 is None:  # the first epoch of this run
-      self.before = read_json(self.path, {}).get("seconds", 0.0) if epoch > 0 else 0.0
-      self.t0 = self.clock()
-
-  def on_epoch_end(self, epoch, logs=None):
-    atomic_write(self.path, json.dumps({"seconds": self.before + self.clock() - self.t0,
-                                        "epochs": epoch + 1, "n": self.n}))
-
-
-class EpochAttackLog(tf_keras.callbacks.Callback):
-  """After each epoch: clean, FGSM and PGD accuracy on a fixed test slice (Figure 1)."""
-
-  def __init__(self, x, y, eps, pgd_step, pgd_iters, path, draws_mode=None):
-    super().__init__()
-    self.x, self.y, self.path = x, y, path
-    self.eps, self.pgd_step, self.pgd_iters = eps, pgd_step, pgd_iters
-    self.draws_mode = draws_mode
-
-  def on_train_begin(self, logs=None):
-    self.estimator = attacks.classifier(self.model, draws_mode=self.draws_mode)
-
-  def on_epoch_end(self, epoch, logs=None):
-    entry = attacks.white_box(self.estimator, self.x, self.y, self.eps, self.pgd_step,
-                              self.pgd_iters)
-    history = read_json(self.path, {})
-    history[str(epoch + 1)] = entry
-    atomic_write(self.path, json.dumps(history, indent=1, sort_keys=True))
-    if logs is not None:
-      logs.update({f"attack_{k}": v for k, v in entry.items()})
-
-
-class KeepEpochs(tf_keras.callbacks.Callback):
-  """Keeps the weights after the given epochs (1-based) in ``<folder>/epoch_<e>/weights``."""
-
-  def __init__(self, epochs, folder):
-    super().__init__()
-    self.epochs, self.folder = set(epochs), folder
-
-  def on_epoch_end(self, epoch, logs=None):
-    if epoch + 1 in self.epochs:
-      path = os.path.join(self.folder, f"epoch_{epoch + 1}")
-      self.model.save_weights(os.path.join(distribute.writable(path), "weights"))
-
-
 class Runner:
   """Trains and evaluates the rows of one table under one Settings."""
+
+  backup_seconds = BACKUP_SECONDS  # a backup within an epoch at most this often
 
   def __init__(self, settings, models_dir, train, test, log=print, strategy=None):
     self.s = settings
@@ -222,21 +166,22 @@ class Runner:
     final = self._final(name)
     model.save_weights(os.path.join(distribute.writable(os.path.dirname(final)), "weights"))
 
-  def _fit(self, model, name, x, y, epochs, callbacks=()):
-    """Keras fit with per-epoch backup (resume), CSV and TensorBoard logs; final weights.
+  def _fit(self, model, name, x, y, epochs, callbacks=(), initial_epoch=0):
+    """Keras fit with backups (resume), CSV and TensorBoard logs; final weights.
 
     ``callbacks`` (the per-epoch attack log) run before the backup marks an epoch done: a run
-    killed while they write repeats that epoch instead of losing its record.
+    killed while they write repeats that epoch instead of losing its record. A backup in the
+    row's folder overrides ``initial_epoch``.
     """
     folder = self.row_dir(name)
     os.makedirs(folder, exist_ok=True)
     logs = distribute.writable(folder)  # other workers log to a scratch folder
     model.fit(
         data.make_dataset(x, y, self.s.batch_size, seed=self.s.seed), epochs=epochs,
-        verbose=progress.keras_verbose(),
+        initial_epoch=initial_epoch, verbose=progress.keras_verbose(),
         callbacks=[*callbacks,
-                   tf_keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
-                   TrainClock(os.path.join(folder, "train_time.json"), len(x)),
+                   Backup(os.path.join(folder, "backup"),
+                          os.path.join(folder, "train_time.json"), len(x), self.backup_seconds),
                    tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
                    tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"))])
     self._save(model, name)
@@ -256,7 +201,10 @@ class Runner:
       xa, ya = self.offline_set()
       x, y = advsets.append(x, y, xa, ya)
     model = self.build(method, n_train=len(x))
-    if self.warm_started(method):  # a resumed run then restores its own last epoch
+    initial_epoch = 0
+    if self.s.continued_from:
+      initial_epoch = self.continue_row(model, method.name)
+    elif self.warm_started(method):  # a resumed run then restores its own last epoch
       from_adv = method.adversarial and method.bayesian  # the Adv-BNN from the Adv-CNN
       training.warm_start(model, self.conventional(from_adv))
       self.log(f"row {method.name}: starts from the trained "
@@ -277,7 +225,45 @@ class Runner:
              f"(K={model.num_draws}, penalties={method.penalties or 'none'}"
              + (f", PGD-{adv.steps} adversarial training at ε={adv.eps}, ramped over "
                 f"{adv.warmup_steps} steps" if adv else "") + ")")
-    return self._fit(model, method.name, x, y, epochs, callbacks)
+    return self._fit(model, method.name, x, y, epochs, callbacks, initial_epoch)
+
+  def continue_row(self, model, name):
+    """Starts row ``name`` where the same row of the model folder ``continued_from`` ended:
+    its weights and optimizer state (Adam's moments and step count), its per-epoch logs and
+    training seconds. Returns the epochs it trained (the epoch this run starts at; a backup
+    of this row's own, from an interrupted run, overrides both).
+
+    Refused (ConfigError) unless that folder trained with these settings but fewer epochs:
+    with a constant learning rate, continuing is the same objective as training from the start.
+    """
+    source = self.s.continued_from
+    row, theirs = os.path.join(source, name), read_json(os.path.join(source, "settings.json"))
+    timing = read_json(os.path.join(row, "train_time.json"))
+    if theirs is None or timing is None or not os.path.exists(
+        os.path.join(row, "final", "weights.index")):
+      raise ConfigError(f"no trained {name} row in {source}")
+    theirs = Settings.from_dict({k: v for k, v in theirs.items()
+                                 if k in Settings.__dataclass_fields__})
+    done = timing["epochs"]
+    same = dataclasses.replace(self.s, continued_from="", epochs=theirs.epochs)
+    if same.training_hash() != theirs.training_hash() or self.s.lr_schedule != "constant" \
+        or done >= self.s.epochs:
+      raise ConfigError(f"{source} did not train {name} with these settings in fewer epochs "
+                        f"and a constant learning rate: it cannot be continued")
+    mine = self.row_dir(name)
+    os.makedirs(mine, exist_ok=True)
+    if os.path.exists(os.path.join(mine, "backup")):
+      return done
+    model.optimizer.build(model.trainable_variables)  # its slots exist to take the state
+    model.load_weights(os.path.join(row, "final", "weights")).assert_existing_objects_matched()
+    for f in ("log.csv", "epochs.json", "train_time.json"):
+      if os.path.exists(os.path.join(row, f)):
+        shutil.copy(os.path.join(row, f), os.path.join(mine, f))
+    if done in self.s.keep_epochs:
+      shutil.copytree(os.path.join(row, "final"), os.path.join(mine, f"epoch_{done}"),
+                      dirs_exist_ok=True)
+    self.log(f"row {name}: continues the {done}-epoch row of {source}")
+    return done
 
   def classifier(self, model):
     """The ART classifier that attacks and evaluates ``model`` (settings' eval draws)."""

@@ -211,6 +211,10 @@ class Settings:
                               "which each row's weights are kept in <row>/epoch_<e>/, e.g. for "
                               "audits along a long run; not a training setting (the model "
                               "folder stays the same).")
+  # Not a flag: a study configuration that continues the trained rows of another model folder
+  # (its path) to more epochs, instead of training them from the start (d3_tf.study).
+  continued_from: str = _field("", (lambda v: isinstance(v, str), "a model folder's path"),
+                               hashed="if_set")
 
   @classmethod
   def from_dict(cls, d):

@@ -127,12 +127,20 @@ FULL_BUDGET = {"n_train": 0, "epochs": 100, "epoch_eval_n": 200, "penalty_exampl
                "keep_epochs": (10, 25, 50, 100)}
 
 
+# The long grid's verdict folder: its 10-epoch rows are where the continued runs start.
+LONG_VERDICT = "results/study/long/models/mnist-mnist_cnn-8f20560ac9"
+
+
 def _full_grid():
-  """The paper's full budget, started afresh: the verdict reading (M and the BNN on the same
-  posterior), then M at the paper's literal reading."""
+  """The paper's full budget: the verdict reading (M and the BNN on the same posterior) with
+  the 16-example penalty, started afresh (M collapsed in epoch 9: docs/verdict.md); the same
+  rows at the reference step (every example), continuing the long grid's 10-epoch rows; M at
+  the paper's literal reading."""
   return [config("full/verdict", ["M", "BNN"], **presets.VERDICT_READING, **FULL_BUDGET),
           config("full/" + _reading_name("sum", -5.0, "loss"), ["M"], penalty_reduction="sum",
-                 **FULL_BUDGET)]
+                 **FULL_BUDGET),
+          config("full/verdict/continued", ["M", "BNN"], **presets.VERDICT_READING,
+                 **dict(FULL_BUDGET, penalty_examples=0), continued_from=LONG_VERDICT)]
 
 
 def _smoke_grid():

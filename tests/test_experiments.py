@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import tf_keras
 
 from d3_tf import data, experiment
 from d3_tf.benchmark import BENCHMARKS
@@ -202,51 +201,6 @@ def test_help_lists_every_flag(tmp_path):
     assert flag in proc.stdout
 
 
-def test_killed_mid_row_continues_from_last_epoch(tmp_path, mnist_small, monkeypatch):
-  x, y, xt, yt = mnist_small
-  ticks = iter(range(1000))  # a clock that advances by 1 s per reading
-  monkeypatch.setattr(experiment.TrainClock, "clock", staticmethod(lambda: next(ticks)))
-  settings = experiment.Settings(n_train=128, n_eval=8, epochs=3, batch_size=64, num_draws=2)
-  runner = experiment.Runner(settings, str(tmp_path), (x[:128], y[:128]), (xt, yt), log=print)
-  method = experiment.parse_method("M", "mnist")
-  history = runner.row_dir("M") + "/epochs.json"
-
-  def attack_log():
-    return experiment.EpochAttackLog(xt[:4], yt[:4], 0.3, 0.01, 2, history)
-
-  class Crash(tf_keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-      if epoch == 1:
-        raise KeyboardInterrupt("simulated kill while epoch 2's records are written")
-
-  model = runner.build(method, 128)
-  with pytest.raises(KeyboardInterrupt):
-    runner._fit(model, "M", x[:128], y[:128], 3,  # pylint: disable=protected-access
-                [attack_log(), Crash()])
-  assert set(json.load(open(history))) == {"1", "2"}
-  log = runner.row_dir("M") + "/log.csv"
-  # header + epoch 0: epoch 1 was killed before its backup, so neither it nor its logs count
-  assert len(open(log).read().strip().splitlines()) == 1 + 1
-  timing = runner.row_dir("M") + "/train_time.json"
-  assert json.load(open(timing)) == {"seconds": 1, "epochs": 1, "n": 128}  # 1 reading
-
-  class Seen(tf_keras.callbacks.Callback):
-    epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-      self.epochs.append(epoch)
-
-  model = runner.build(method, 128)
-  runner._fit(model, "M", x[:128], y[:128], 3,  # pylint: disable=protected-access
-              [attack_log(), Seen()])
-  assert Seen.epochs == [1, 2]  # resumed from the backup of epoch 0, epoch 1 repeated
-  epochs = [int(l.split(",")[0]) for l in open(log).read().strip().splitlines()[1:]]
-  assert epochs == [0, 1, 2]  # each epoch logged once
-  assert set(json.load(open(history))) == {"1", "2", "3"}  # no epoch of Figure 1 lost
-  assert json.load(open(timing))["seconds"] == 1 + 2  # the resumed epochs add to the first run
-  assert os.path.exists(runner.row_dir("M") + "/final/weights.index")
-
-
 def test_keep_epochs_keeps_the_weights_of_the_chosen_epochs(tmp_path, mnist_small):
   x, y, xt, yt = mnist_small
   settings = experiment.Settings(n_train=64, n_eval=8, epochs=3, batch_size=64, num_draws=2,
@@ -283,6 +237,7 @@ PINNED_STUDY_HASHES = {
     ("verdict", "sum/-3/loss/lambda_m=10/lambda_s=0.04"): "559ca99af9",
     ("long", "long/sum/-5/loss"): "5e7871ce7c", ("long", "long/verdict"): "8f20560ac9",
     ("full", "full/verdict"): "f7150f6aef", ("full", "full/sum/-5/loss"): "d7c5694192",
+    ("full", "full/verdict/continued"): "20b1f50b7d",
 }
 
 
