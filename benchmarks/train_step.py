@@ -94,16 +94,17 @@ def _full_passes_model(arch, arch_kwargs, **kwargs):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from d3_tf import models, penalties, training  # pylint: disable=g-import-not-at-top
 
-  class FullPasses(training.D3Model):
+  def full_passes(model, x, y, training_, noise, directions):
+    del noise, directions
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(x)
+      logits = [model.head(model.trunk(x, training=training_), training=training_)
+                for _ in range(model.num_draws)]
+      sums = [penalties.summed_outputs(l, y, model.y_mode) for l in logits]
+    return tf.stack(logits), penalties.unit_gradients(tape, sums, x)
 
-    def _draws_loop(self, x, y, training_, noise, directions):
-      del noise, directions
-      with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        logits = [self.head(self.trunk(x, training=training_), training=training_)
-                  for _ in range(self.num_draws)]
-        sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits]
-      return tf.stack(logits), penalties.unit_gradients(tape, sums, x)
+  class FullPasses(training.D3Model):
+    engines = {"loop": full_passes}
 
   model = FullPasses(*models.ARCHITECTURES[arch](**(arch_kwargs or {})), **kwargs)
   model(tf.zeros((1,) + tuple(model.trunk.input_shape[1:])))

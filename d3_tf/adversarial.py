@@ -57,6 +57,22 @@ class PGDTraining:
     ramp = tf.cast(step + 1, tf.float32) / float(self.warmup_steps)
     return self.eps * tf.minimum(1.0, ramp)
 
+  def examples(self, model, x, y):
+    """The batch a training step of ``model`` trains on, and its ε: PGD examples of the model
+    as it is now (its inference rule, the K-draw logit average), at this step's ε."""
+    eps = self.epsilon(model.optimizer.iterations)
+    return pgd_linf(lambda z: model(z, training=False), x, y, eps, self.steps,
+                    self.step_fraction), eps
+
+  def loss(self, adversarial_loss, clean_loss):
+    """The step's loss from the model's loss on the PGD examples: that loss alone (Madry et
+    al.), or w · L(clean) + (1 − w) · L(PGD) with ``clean_weight`` w > 0 (``clean_loss``: a
+    callable, evaluated only then)."""
+    if not self.clean_weight:
+      return adversarial_loss
+    w = self.clean_weight
+    return w * clean_loss() + (1.0 - w) * adversarial_loss
+
 
 def pgd_linf(logits_fn, x, y, eps, steps, step_fraction=2.5, random_start=True):
   """L∞ PGD examples (Eq. 4) for a batch, in TensorFlow (inside a traced train step).

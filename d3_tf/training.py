@@ -9,7 +9,10 @@ One training step (Sec. 4.5, 5.2, 5.2.1):
      turned into ΩM, ΩV, ΩS (Eq. 14-18), averaged over the batch;
   5. loss = CE + λM ΩM + λV ΩV + λS ΩS + KL / N_train (ELBO, Eq. 1 and 19).
 
-Inference (``call``/``test_step``) averages the LOGITS over K draws.
+Inference (``call``/``test_step``) averages the LOGITS over K draws. The K draws run in one
+of the engines of ``d3_tf.draws``; the loss of one batch is ``loss_terms``; ``train_step`` is
+one Keras step over it (on PGD examples made inside the step for the Adv rows:
+``d3_tf.adversarial``).
 """
 
 import contextlib
@@ -19,8 +22,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from d3_tf import adversarial as adversarial_lib
-from d3_tf import penalties, vectorized
+from d3_tf import draws, penalties, vectorized
 from d3_tf.models import VARIATIONAL_LAYERS, bayesian_layers, is_bayesian
 from d3_tf.settings import DRAWS_MODES, PENALTY_REDUCTIONS
 
@@ -62,6 +64,8 @@ class D3Model(tf_keras.Model):
       examples made inside the step against the K-draw model (Adv-CNN, Adv-BNN);
       None trains on the clean batch.
   """
+
+  engines = draws.ENGINES  # the draw engines by draws mode (d3_tf.draws)
 
   def __init__(self, trunk, head, num_draws=10, lambda_m=0.0, lambda_v=0.0, lambda_s=0.0,
                variance_variant="v3", alpha=1.0, y_mode="loss", n_train=60000,
@@ -155,116 +159,28 @@ class D3Model(tf_keras.Model):
     return self.kl_weight * tf.add_n(kls) / float(self.n_train)
 
   def compute_terms(self, x, y, training=True, noise=None, penalty_index=None):
-    """All loss terms of Eq. (19) for one batch, differentiable w.r.t. the weights.
-
-    Args:
-      x, y: a batch.
-      training: passed to the trunk (batch norm).
-      noise: optional ε per Bayesian layer, [K, *kernel_shape] each
-        (``vectorized.kernel_noise``): fixes the K weight samples
-        θ_k = μ + σ ε_k, so that both draws modes see the same draws. With
-        ``draws_mode="loop"`` this needs reparameterization layers.
-      penalty_index: optional indices of the examples the penalties are
-        computed on (default: all, or a random ``penalty_examples`` subset).
-
-    Returns:
-      dict with "loss", "ce", "kl", "logits" (averaged) and "omega_<p>" for
-      each active penalty p (batch means).
-    """
-    x = tf.convert_to_tensor(x)
-    draws = self._draws_vectorized if self.draws_mode == "vectorized" else self._draws_loop
-    subset = self._penalty_subset(x) if penalty_index is None else penalty_index
-    if subset is None or not self.active:
-      logits, u = draws(x, y, training, noise, bool(self.active))  # [K,N,M], [J,K,N,D]
-    else:  # CE on the whole batch; the input gradients only for the subset
-      logits, _ = draws(x, y, training, noise, False)
-      _, u = draws(tf.gather(x, subset), tf.gather(y, subset), training, noise, True)
-    labels = tf.tile(tf.cast(y, tf.int32), [logits.shape[0]])
-    ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=tf.reshape(logits, [-1, logits.shape[-1]])))
-    terms = {"ce": ce, "kl": self.kl(), "logits": tf.reduce_mean(logits, axis=0)}
-    loss = ce + terms["kl"]
-    if self.active:
-      # Per output j: per-example penalties [N]; averaged over outputs and the batch.
-      per_output = [penalties.penalty_terms(u[j], self.variance_variant, self.alpha, self.active)
-                    for j in range(u.shape[0])]
-      # D from the input's shape (u's last dim is not static when the batch size is not)
-      scale = 1.0 if self.penalty_reduction == "sum" else 1.0 / float(x.shape[1:].num_elements())
-      for name in self.active:
-        omega = tf.reduce_mean(tf.stack([p[name] for p in per_output]))
-        terms[f"omega_{name}"] = omega  # logged as printed (Eq. 14-18)
-        loss += self.lambdas[name] * scale * omega
-    terms["loss"] = loss
-    return terms
-
-  def _penalty_subset(self, x):
-    """Random indices of ``penalty_examples`` examples of the batch, or None for all."""
-    n = self.penalty_examples
-    if not n or (x.shape[0] is not None and x.shape[0] <= n):
-      return None
-    return tf.random.shuffle(tf.range(tf.shape(x)[0]))[:n]
+    """All loss terms of Eq. (19) for one batch (``loss_terms``)."""
+    return loss_terms(self, x, y, training, noise, penalty_index)
 
   def input_directions(self, x, y, training=False):
     """Eq. (9) for K fresh draws, whatever the λ: u [J, K, N, D] (for diagnostics)."""
-    return self._draws_loop(tf.convert_to_tensor(x), y, training, None, directions=True)[1]
-
-  def _draws_loop(self, x, y, training, noise, directions):
-    """K head calls on one trunk output; K backward passes for the input gradients.
-
-    The directions u (Eq. 9) are computed when ``directions`` is True, else None.
-    """
-    with tf.GradientTape(persistent=True) as input_tape:
-      input_tape.watch(x)
-      logits = self.draw_logits(x, training=training, noise=noise, draws_mode="loop")
-      sums = [penalties.summed_outputs(l, y, self.y_mode) for l in logits] \
-          if directions else None
-    u = penalties.unit_gradients(input_tape, sums, x, self.norm_floor) if directions else None
-    del input_tape
-    return tf.stack(logits), u
-
-  def _draws_vectorized(self, x, y, training, noise, directions):
-    """The K draws batched; one head and one (vectorised) trunk backward pass."""
-    noise = noise if noise is not None else vectorized.kernel_noise(self.head, self.num_draws)
-    if not directions:
-      return vectorized.apply_head(self.head, self.trunk(x, training=training), noise), None
-    with tf.GradientTape(persistent=True) as input_tape:
-      input_tape.watch(x)
-      h = self.trunk(x, training=training)
-      # A per-draw copy of h separates the K cotangents in one head backward pass.
-      h_k = tf.broadcast_to(h[None], tf.concat([[self.num_draws], tf.shape(h)], 0))
-      logits = vectorized.apply_head(self.head, h_k, noise, per_draw_input=True)
-      outputs = penalties.scalar_outputs(
-          tf.reshape(logits, [-1, logits.shape[-1]]), tf.tile(y, [self.num_draws]), self.y_mode)
-      sums = [tf.reduce_sum(outputs[:, j]) for j in range(outputs.shape[-1])]
-    u = []
-    for total in sums:
-      grads = vectorized.trunk_vjp(input_tape, h, x, input_tape.gradient(total, h_k))
-      u.append(tf.reshape(penalties.unit_vectors(tf.reshape(grads, [-1] + x.shape.as_list()[1:]),
-                                                 self.norm_floor),
-                          [self.num_draws, -1, grads.shape[2:].num_elements()]))
-    del input_tape
-    return logits, tf.stack(u)
+    return draws.loop(self, tf.convert_to_tensor(x), y, training, None, directions=True)[1]
 
   def train_step(self, data):
+    """One step of Eq. (19) (Keras' custom train_step): on PGD examples made now for the
+    Adv rows (``adversarial.PGDTraining``), else on the batch."""
     x, y = data
     adv = self.adversarial
-    x_clean = x
-    if adv is not None:  # Madry et al.: train on PGD examples made now
-      eps = adv.epsilon(self.optimizer.iterations)
-      x = adversarial_lib.pgd_linf(lambda z: self(z, training=False), x, y, eps, adv.steps,
-                                   adv.step_fraction)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    x_train, eps = adv.examples(self, x, y) if adv else (x, None)
     with tf.GradientTape() as tape:
-      terms = self.compute_terms(x, y, training=True)
-      if adv is not None and adv.clean_weight:  # the mixed objective (adversarial.py)
-        clean = self.compute_terms(x_clean, y, training=True)
-        w = adv.clean_weight
-        terms["loss"] = w * clean["loss"] + (1.0 - w) * terms["loss"]
+      terms = self.compute_terms(x_train, y, training=True)
+      if adv:
+        terms["loss"] = adv.loss(terms["loss"], lambda: self.compute_terms(x, y)["loss"])
       # Gradients are summed over replicas: divide so the update uses the GLOBAL batch mean.
-      scaled = terms["loss"] / float(replicas)
+      scaled = terms["loss"] / float(tf.distribute.get_strategy().num_replicas_in_sync)
     grads = tape.gradient(scaled, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-    if adv is not None:
+    if adv:
       terms["adv_eps"] = eps
     return self._update_metrics(terms, y)
 
@@ -283,6 +199,59 @@ class D3Model(tf_keras.Model):
       tracker.update_state(terms[name])
     self.accuracy.update_state(y, terms["logits"])
     return {m.name: m.result() for m in self.metrics}
+
+
+def loss_terms(model, x, y, training=True, noise=None, penalty_index=None):
+  """All loss terms of Eq. (19) for one batch of ``model`` (a D3Model), differentiable
+  w.r.t. its weights: the cross-entropy averaged over the K draws, λ·Ω of each active
+  penalty (Eq. 14-18, batch means) and KL / N.
+
+  Args:
+    x, y: a batch.
+    training: passed to the trunk (batch norm).
+    noise: optional ε per Bayesian layer, [K, *kernel_shape] each
+      (``vectorized.kernel_noise``): fixes the K weight samples
+      θ_k = μ + σ ε_k, so that both draws modes see the same draws. With
+      ``draws_mode="loop"`` this needs reparameterization layers.
+    penalty_index: optional indices of the examples the penalties are
+      computed on (default: all, or a random ``penalty_examples`` subset).
+
+  Returns:
+    dict with "loss", "ce", "kl", "logits" (averaged) and "omega_<p>" for
+    each active penalty p (batch means).
+  """
+  x = tf.convert_to_tensor(x)
+  engine = model.engines[model.draws_mode]
+  subset = _penalty_subset(model.penalty_examples, x) if penalty_index is None else penalty_index
+  if subset is None or not model.active:
+    logits, u = engine(model, x, y, training, noise, bool(model.active))  # [K,N,M], [J,K,N,D]
+  else:  # CE on the whole batch; the input gradients only for the subset
+    logits, _ = engine(model, x, y, training, noise, False)
+    _, u = engine(model, tf.gather(x, subset), tf.gather(y, subset), training, noise, True)
+  labels = tf.tile(tf.cast(y, tf.int32), [logits.shape[0]])
+  ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=tf.reshape(logits, [-1, logits.shape[-1]])))
+  terms = {"ce": ce, "kl": model.kl(), "logits": tf.reduce_mean(logits, axis=0)}
+  loss = ce + terms["kl"]
+  if model.active:
+    # Per output j: per-example penalties [N]; averaged over outputs and the batch.
+    per_output = [penalties.penalty_terms(u[j], model.variance_variant, model.alpha, model.active)
+                  for j in range(u.shape[0])]
+    # D from the input's shape (u's last dim is not static when the batch size is not)
+    scale = 1.0 if model.penalty_reduction == "sum" else 1.0 / float(x.shape[1:].num_elements())
+    for name in model.active:
+      omega = tf.reduce_mean(tf.stack([p[name] for p in per_output]))
+      terms[f"omega_{name}"] = omega  # logged as printed (Eq. 14-18)
+      loss += model.lambdas[name] * scale * omega
+  terms["loss"] = loss
+  return terms
+
+
+def _penalty_subset(n, x):
+  """Random indices of ``n`` examples of the batch, or None for all (n = 0 or ≥ the batch)."""
+  if not n or (x.shape[0] is not None and x.shape[0] <= n):
+    return None
+  return tf.random.shuffle(tf.range(tf.shape(x)[0]))[:n]
 
 
 @contextlib.contextmanager

@@ -176,7 +176,7 @@ def main_rows():
   x, y = runner.xe[:n], runner.ye[:n]
   eps = _EPS.value if _EPS.value is not None else settings.eps
   transfer = {}
-  for path in sorted(glob.glob(os.path.join(runner.root, "sets", "blackbox_*.npz"))):
+  for path in sorted(glob.glob(os.path.join(runner.store.root, "sets", "blackbox_*.npz"))):
     xa, ya, meta = advsets.load(path)
     if len(xa) < n or meta.get("norm", "inf") != _NORM.value or meta.get("eps", eps) > eps:
       print(f"transfer set {os.path.basename(path)} (ε={meta.get('eps')}, "

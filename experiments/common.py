@@ -242,8 +242,8 @@ def trained_rows():
   train, test = load_table_data(settings)
   runner = experiment.Runner(settings, FLAGS.models_dir, train, test)
   for method in methods:
-    if not runner.is_trained(method.name):
-      raise cfg.ConfigError(f"row {method.name} is not trained in {runner.root}; run "
+    if not runner.store.is_trained(method.name):
+      raise cfg.ConfigError(f"row {method.name} is not trained in {runner.store.root}; run "
                             f"python -m experiments.{FLAGS.table} first")
   return table, settings, runner, methods, out
 
@@ -339,7 +339,7 @@ def train_only(settings, methods, train, test, blackbox=False, strategy=None):
     runner.train(method)
   if blackbox:
     runner.blackbox_sets()
-  print(f"trained: {', '.join(m.name for m in methods)} in {runner.root}")
+  print(f"trained: {', '.join(m.name for m in methods)} in {runner.store.root}")
 
 
 def print_outputs(out, extra=()):

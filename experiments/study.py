@@ -122,7 +122,7 @@ def main(argv):
     runner = experiment.Runner(s, rows_dir, (x[:s.n_train or None], y[:s.n_train or None]),
                                (xt, yt))
     if grid.conventional_from and s.warm_start_lr:
-      runner.adopt_conventional(grid.conventional_from)
+      runner.store.adopt_conventional(grid.conventional_from)
     print(f"configuration {c.name}", flush=True)
     pipeline.run_rows(report, c.rows, lambda r, c=c: ("configs", c.name, "rows", r),
                       lambda r, runner=runner, c=c: evaluate(runner, c.name, r), seed=s.seed)

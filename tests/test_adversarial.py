@@ -75,10 +75,10 @@ def test_adv_rows_parse_and_build(mnist_small, tmp_path):
   x, y, xt, yt = mnist_small
   runner = experiment.Runner(experiment.PRESETS[("mnist", "smoke")], str(tmp_path),
                              (x, y), (xt, yt))
-  model = runner.build(bnn, n_train=256)
+  model = runner.plan.build(bnn, n_train=256)
   assert model.adversarial.steps == runner.s.adv_iters and model.bayesian
   assert model.adversarial.warmup_steps == 8  # 1 epoch of 256 images at batch 32
-  assert runner.build(experiment.parse_method("BNN", "mnist"), 256).adversarial is None
+  assert runner.plan.build(experiment.parse_method("BNN", "mnist"), 256).adversarial is None
 
 
 def test_warm_started_adv_rows_ramp_only_when_asked(mnist_small, tmp_path):
@@ -90,12 +90,13 @@ def test_warm_started_adv_rows_ramp_only_when_asked(mnist_small, tmp_path):
     settings = dataclasses.replace(smoke, adv_warm_start_lr=1e-3, warm_start_lr=1e-3,
                                    adv_warm_start_warmup=ramp)
     runner = experiment.Runner(settings, str(tmp_path), (x[:256], y[:256]), (xt, yt))
-    assert runner.adversary(cnn, 256).warmup_steps == steps  # from the natural CNN
-    assert runner.adversary(bnn, 256).warmup_steps == 0  # from the robust Adv-CNN
-    assert runner.adversary(cnn, 256).clean_weight == 0.0
+    assert runner.plan.adversary(cnn, 256).warmup_steps == steps  # from the natural CNN
+    assert runner.plan.adversary(bnn, 256).warmup_steps == 0  # from the robust Adv-CNN
+    assert runner.plan.adversary(cnn, 256).clean_weight == 0.0
   mixed = dataclasses.replace(smoke, adv_clean_weight=0.5)
   runner = experiment.Runner(mixed, str(tmp_path), (x[:256], y[:256]), (xt, yt))
-  assert runner.adversary(cnn, 256).clean_weight == runner.adversary(bnn, 256).clean_weight == 0.5
+  plan = runner.plan
+  assert plan.adversary(cnn, 256).clean_weight == plan.adversary(bnn, 256).clean_weight == 0.5
 
 
 def test_robust_mix_shares_the_robust_presets_conventional_row(tmp_path):
@@ -109,5 +110,5 @@ def test_robust_mix_shares_the_robust_presets_conventional_row(tmp_path):
   data_ = (np.zeros((8, 32, 32, 3), np.float32), np.zeros(8, np.int64))
   vgg = experiment.parse_method("VGG16", "cifar10")
   runners = [experiment.Runner(s, str(tmp_path), data_, data_) for s in (robust, mix)]
-  assert len({(r.epochs(vgg), r.learning_rate(vgg), r.adversary(vgg, 8), r.warm_started(vgg))
-              for r in runners}) == 1
+  assert len({(p.epochs(vgg), p.learning_rate(vgg), p.adversary(vgg, 8), p.warm_started(vgg))
+              for p in (r.plan for r in runners)}) == 1

@@ -208,13 +208,13 @@ def test_keep_epochs_keeps_the_weights_of_the_chosen_epochs(tmp_path, mnist_smal
   assert settings.training_hash() == dataclasses.replace(settings, keep_epochs=()).training_hash()
   runner = experiment.Runner(settings, str(tmp_path), (x[:64], y[:64]), (xt, yt), log=print)
   model = runner.train(experiment.parse_method("BNN", "mnist"))
-  row = runner.row_dir("BNN")
+  row = runner.store.row_dir("BNN")
   assert sorted(d for d in os.listdir(row) if d.startswith("epoch_")) == ["epoch_1", "epoch_3"]
-  kept = runner.build(experiment.parse_method("BNN", "mnist"), 64)
+  kept = runner.plan.build(experiment.parse_method("BNN", "mnist"), 64)
   kept.load_weights(os.path.join(row, "epoch_3", "weights")).expect_partial()
   for a, b in zip(kept.get_weights(), model.get_weights()):  # epoch 3 is the final model
     np.testing.assert_array_equal(a, b)
-  first = runner.build(experiment.parse_method("BNN", "mnist"), 64)
+  first = runner.plan.build(experiment.parse_method("BNN", "mnist"), 64)
   first.load_weights(os.path.join(row, "epoch_1", "weights")).expect_partial()
   assert any(np.any(a != b) for a, b in zip(first.get_weights(), model.get_weights()))
 
@@ -406,19 +406,19 @@ def test_adopt_conventional_copies_a_row_trained_under_the_same_settings(tmp_pat
   theirs = experiment.Settings(n_train=64, n_eval=8, epochs=1, num_draws=2, lambda_m=1.0)
   source = experiment.Runner(theirs, str(tmp_path / "a"), (x[:64], y[:64]), (xt, yt))
   cnn = training.build("mnist_cnn", bayesian=False, seed=3)
-  cnn.save_weights(os.path.join(source.row_dir("CNN"), "final", "weights"))
+  cnn.save_weights(os.path.join(source.store.row_dir("CNN"), "final", "weights"))
   mine = dataclasses.replace(theirs, posterior_init=-3.0, lambda_m=5.0)  # Bayesian fields only
   runner = experiment.Runner(mine, str(tmp_path / "b"), (x[:64], y[:64]), (xt, yt))
-  assert runner.root != source.root and not runner.is_trained("CNN")
-  assert runner.adopt_conventional(source.root)
+  assert runner.store.root != source.store.root and not runner.store.is_trained("CNN")
+  assert runner.store.adopt_conventional(source.store.root)
   loaded = runner.train(experiment.parse_method("CNN", "mnist"))  # loaded, not trained
   for a, b in zip(loaded.get_weights(), cnn.get_weights()):
     np.testing.assert_array_equal(a, b)
-  assert not runner.adopt_conventional(source.root)  # it has its own now
+  assert not runner.store.adopt_conventional(source.store.root)  # it has its own now
   other = experiment.Runner(dataclasses.replace(mine, learning_rate=1e-2), str(tmp_path / "c"),
                             (x[:64], y[:64]), (xt, yt))
   with pytest.raises(experiment.ConfigError, match="learning_rate 0.001 \\(here 0.01\\)"):
-    other.adopt_conventional(source.root)
+    other.store.adopt_conventional(source.store.root)
 
 
 def test_surrogate_sets_from_the_rows_of_a_model_folder(tmp_path, mnist_small):

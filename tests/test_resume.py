@@ -66,26 +66,26 @@ def test_killed_at_an_epoch_end_continues_from_the_last_epoch(tmp_path, mnist_sm
   monkeypatch.setattr(callbacks.Backup, "clock", staticmethod(lambda: next(ticks)))
   runner = _runner(tmp_path, mnist_small, 128)
   method = experiment.parse_method("M", "mnist")
-  history = runner.row_dir("M") + "/epochs.json"
+  history = runner.store.row_dir("M") + "/epochs.json"
 
   def attack_log():
     return callbacks.EpochAttackLog(xt[:4], yt[:4], 0.3, 0.01, 2, history)
 
-  model = runner.build(method, 128)
+  model = runner.plan.build(method, 128)
   with pytest.raises(KeyboardInterrupt):
-    runner._fit(model, "M", x[:128], y[:128], 3,  # pylint: disable=protected-access
+    runner.store.fit(model, "M", x[:128], y[:128], 3,
                 [attack_log(), Crash(1)])
   assert set(json.load(open(history))) == {"1", "2"}
-  log = runner.row_dir("M") + "/log.csv"
+  log = runner.store.row_dir("M") + "/log.csv"
   # header + epoch 0: epoch 1 was killed before its backup, so neither it nor its logs count
   assert len(open(log).read().strip().splitlines()) == 1 + 1
-  timing = runner.row_dir("M") + "/train_time.json"
+  timing = runner.store.row_dir("M") + "/train_time.json"
   # readings: the epoch's start (0), its 2 steps' ends, its end (3)
   assert json.load(open(timing)) == {"seconds": 3, "epochs": 1, "n": 128}
 
   seen = Seen()
-  model = runner.build(method, 128)
-  runner._fit(model, "M", x[:128], y[:128], 3,  # pylint: disable=protected-access
+  model = runner.plan.build(method, 128)
+  runner.store.fit(model, "M", x[:128], y[:128], 3,
               [attack_log(), seen])
   assert seen.epochs == [1, 2]  # resumed from the backup of epoch 0, epoch 1 repeated
   assert int(model.optimizer.iterations) == 3 * 2
@@ -93,27 +93,27 @@ def test_killed_at_an_epoch_end_continues_from_the_last_epoch(tmp_path, mnist_sm
   assert epochs == [0, 1, 2]  # each epoch logged once
   assert set(json.load(open(history))) == {"1", "2", "3"}  # no epoch of Figure 1 lost
   assert json.load(open(timing)) == {"seconds": 3 + 6, "epochs": 3, "n": 128}
-  assert os.path.exists(runner.row_dir("M") + "/final/weights.index")
+  assert os.path.exists(runner.store.row_dir("M") + "/final/weights.index")
 
 
 def test_killed_within_an_epoch_resumes_at_the_step_after_its_last_backup(tmp_path,
                                                                           mnist_small):
   x, y, _, _ = mnist_small
   runner = _runner(tmp_path, mnist_small, 256, epochs=2)
-  runner.backup_seconds = 0  # a backup after every step
+  runner.store.backup_seconds = 0  # a backup after every step
   method = experiment.parse_method("BNN", "mnist")
-  model = runner.build(method, 256)
+  model = runner.plan.build(method, 256)
   with pytest.raises(KeyboardInterrupt):  # killed after step 1 of epoch 1, before its backup
-    runner._fit(model, "BNN", x[:256], y[:256], 2,  # pylint: disable=protected-access
+    runner.store.fit(model, "BNN", x[:256], y[:256], 2,
                 [StepCrash(1, 1)])
   assert int(model.optimizer.iterations) == 4 + 2
-  assert json.load(open(runner.row_dir("BNN") + "/train_time.json"))["epochs"] == 1
+  assert json.load(open(runner.store.row_dir("BNN") + "/train_time.json"))["epochs"] == 1
   seen = Seen()
-  model = runner.build(method, 256)
-  runner._fit(model, "BNN", x[:256], y[:256], 2, [seen])  # pylint: disable=protected-access
+  model = runner.plan.build(method, 256)
+  runner.store.fit(model, "BNN", x[:256], y[:256], 2, [seen])
   assert seen.epochs == [1] and seen.steps == 3  # steps 1-3 of epoch 1: none lost
   assert int(model.optimizer.iterations) == 2 * 4  # none repeated
-  assert json.load(open(runner.row_dir("BNN") + "/train_time.json"))["epochs"] == 2
+  assert json.load(open(runner.store.row_dir("BNN") + "/train_time.json"))["epochs"] == 2
 
 
 def test_an_epoch_end_backup_of_the_older_format_resumes_at_the_next_epoch(tmp_path,
@@ -121,13 +121,13 @@ def test_an_epoch_end_backup_of_the_older_format_resumes_at_the_next_epoch(tmp_p
   x, y, _, _ = mnist_small
   runner = _runner(tmp_path, mnist_small, 128, epochs=2)
   method = experiment.parse_method("BNN", "mnist")
-  model = runner.build(method, 128)
-  old = tf_keras.callbacks.BackupAndRestore(runner.row_dir("BNN") + "/backup")
+  model = runner.plan.build(method, 128)
+  old = tf_keras.callbacks.BackupAndRestore(runner.store.row_dir("BNN") + "/backup")
   with pytest.raises(KeyboardInterrupt):  # killed after epoch 0's backup (no step recorded)
     model.fit(x[:128], y[:128], batch_size=64, epochs=2, verbose=0, callbacks=[Crash(1), old])
   seen = Seen()
-  model = runner.build(method, 128)
-  runner._fit(model, "BNN", x[:128], y[:128], 2, [seen])  # pylint: disable=protected-access
+  model = runner.plan.build(method, 128)
+  runner.store.fit(model, "BNN", x[:128], y[:128], 2, [seen])
   assert seen.epochs == [1] and int(model.optimizer.iterations) == 2 * 2
 
 
@@ -136,27 +136,27 @@ def test_a_row_continues_another_folders_row_to_more_epochs(tmp_path, mnist_smal
   short = _runner(tmp_path / "short", mnist_small, 128, epochs=1)
   method = experiment.parse_method("BNN", "mnist")
   trained = short.train(method)
-  longer = _runner(tmp_path / "long", mnist_small, 128, epochs=2, continued_from=short.root,
+  longer = _runner(tmp_path / "long", mnist_small, 128, epochs=2, continued_from=short.store.root,
                    keep_epochs=(1,))
-  assert longer.root != short.root  # a continued row is not one trained from the start
-  model = longer.build(method, 128)
-  assert longer.continue_row(model, "BNN") == 1
+  assert longer.store.root != short.store.root  # a continued row is not one trained from the start
+  model = longer.plan.build(method, 128)
+  assert longer.store.continue_row(model, "BNN") == 1
   for mine, theirs in zip(model.weights, trained.weights):
     assert (mine.numpy() == theirs.numpy()).all()
   assert int(model.optimizer.iterations) == 2  # Adam's state came along
   model = longer.train(method)
   assert int(model.optimizer.iterations) == 2 * 2
-  row = longer.row_dir("BNN")
+  row = longer.store.row_dir("BNN")
   epochs = [int(l.split(",")[0]) for l in open(row + "/log.csv").read().strip().splitlines()[1:]]
   assert epochs == [0, 1]  # the first epoch's log carried over
   assert json.load(open(row + "/train_time.json"))["epochs"] == 2
   assert os.path.exists(row + "/epoch_1/weights.index")  # the kept epoch it started from
 
-  other = _runner(tmp_path / "other", mnist_small, 128, epochs=2, continued_from=short.root,
+  other = _runner(tmp_path / "other", mnist_small, 128, epochs=2, continued_from=short.store.root,
                   learning_rate=1e-4)
   with pytest.raises(ConfigError, match="cannot be continued"):
-    other.continue_row(other.build(method, 128), "BNN")
+    other.store.continue_row(other.plan.build(method, 128), "BNN")
   again = dataclasses.replace(longer.s, epochs=1)
   with pytest.raises(ConfigError, match="cannot be continued"):  # nothing left to train
     experiment.Runner(again, str(tmp_path / "again"), (x[:128], y[:128]),
-                      (x[:8], y[:8])).continue_row(model, "BNN")
+                      (x[:8], y[:8])).store.continue_row(model, "BNN")

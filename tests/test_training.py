@@ -109,7 +109,10 @@ def test_one_epoch_lowers_loss(mnist_small):
   for key in ("loss", "ce", "kl", "omega_m", "omega_v", "omega_s", "accuracy"):
     assert np.isfinite(history.history[key][-1]), key
   results = model.evaluate(x[:64], y[:64], verbose=0, return_dict=True)
-  assert 0.0 <= results["accuracy"] <= 1.0
+  # At ρ₀ = −5 (σ ≈ 0.007) two K-draw averages agree on nearly every image: evaluate's accuracy
+  # is that of the averaged logits' argmax, up to an image or two.
+  predicted = np.argmax(model.predict(x[:64], verbose=0), axis=1)
+  assert abs(results["accuracy"] - np.mean(predicted == y[:64])) <= 2 / 64
 
 
 def test_tiny_vgg_trains_with_penalties():
