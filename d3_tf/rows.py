@@ -49,11 +49,7 @@ class RowStore:
     name = self.conventional
     if self.is_trained(name):
       return False
-    theirs = read_json(os.path.join(root, "settings.json"))
-    if theirs is None or not os.path.exists(os.path.join(root, name, "final", "weights.index")):
-      raise ConfigError(f"no trained {name} row in {root}")
-    mine, other = conventional_training(self.s), conventional_training(Settings.from_dict({
-        k: v for k, v in theirs.items() if k in Settings.__dataclass_fields__}))
+    mine, other = conventional_training(self.s), conventional_training(trained_row(root, name))
     if mine != other:
       diff = ", ".join(f"{k} {other[k]} (here {mine[k]})" for k in mine if mine[k] != other[k])
       raise ConfigError(f"the {name} row in {root} was trained with other settings: {diff}")
@@ -105,13 +101,10 @@ class RowStore:
     with a constant learning rate, continuing is the same objective as training from the start.
     """
     source = self.s.continued_from
-    row, theirs = os.path.join(source, name), read_json(os.path.join(source, "settings.json"))
+    theirs, row = trained_row(source, name), os.path.join(source, name)
     timing = read_json(os.path.join(row, "train_time.json"))
-    if theirs is None or timing is None or not os.path.exists(
-        os.path.join(row, "final", "weights.index")):
+    if timing is None:
       raise ConfigError(f"no trained {name} row in {source}")
-    theirs = Settings.from_dict({k: v for k, v in theirs.items()
-                                 if k in Settings.__dataclass_fields__})
     done = timing["epochs"]
     same = dataclasses.replace(self.s, continued_from="", epochs=theirs.epochs)
     if same.training_hash() != theirs.training_hash() or self.s.lr_schedule != "constant" \
@@ -132,3 +125,12 @@ class RowStore:
                       dirs_exist_ok=True)
     self.log(f"row {name}: continues the {done}-epoch row of {source}")
     return done
+
+
+def trained_row(root, name):
+  """The Settings the model folder ``root`` trained under, once its row ``name`` has final
+  weights; else ConfigError."""
+  theirs = read_json(os.path.join(root, "settings.json"))
+  if theirs is None or not os.path.exists(os.path.join(root, name, "final", "weights.index")):
+    raise ConfigError(f"no trained {name} row in {root}")
+  return Settings.from_dict({k: v for k, v in theirs.items() if k in Settings.__dataclass_fields__})
