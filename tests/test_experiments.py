@@ -426,7 +426,7 @@ def test_surrogate_sets_from_the_rows_of_a_model_folder(tmp_path, mnist_small):
   _, _, xt, yt = mnist_small
   s = dataclasses.replace(experiment.PRESETS[("mnist", "smoke")], pgd_iters=3)
   folder = tmp_path / "m"
-  store_settings = experiment.Runner(s, str(folder), (xt[:8], yt[:8]), (xt, yt)).root
+  store_settings = experiment.Runner(s, str(folder), (xt[:8], yt[:8]), (xt, yt)).store.root
   training.build("mnist_cnn", bayesian=False, seed=3).save_weights(
       os.path.join(store_settings, "CNN", "final", "weights"))
   sets = study.surrogate_sets(store_settings, ("CNN",), xt[:8], yt[:8], s, str(tmp_path / "c"))
