@@ -9,7 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _requirements():
   with open(os.path.join(HERE, "requirements.txt")) as f:
     lines = [l.split("#")[0].strip() for l in f]
-  return [l for l in lines if l and not l.startswith("pytest")]
+  return [l for l in lines if l and not l.startswith(("pytest", "execnet"))]
 
 
 setuptools.setup(
@@ -23,6 +23,6 @@ setuptools.setup(
     package_data={"d3_tf": ["assets/mnist_slice/*.gz"]},
     python_requires=">=3.9",
     install_requires=_requirements(),
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "execnet==2.1.2"]},
     license="Apache-2.0",
 )

@@ -90,7 +90,7 @@ class AuditSettings:
 
 
 # The audits of the pipelines: tables at the paper's and the verdict preset's budget ("full"),
-# at the cpu budget, the study's rows (no Square), and the smoke tests'.
+# at the cpu budget, the study's rows (no Square), the smoke tests', and the rand protocol.
 AUDITS = {
     "full": AuditSettings(n=200),
     "cpu": AuditSettings(n=100, eot=(1, 4), steps=50, restarts=1, apgd_eot=4,
@@ -99,6 +99,11 @@ AUDITS = {
                            square_queries=0),
     "smoke": AuditSettings(n=16, eot=(1, 2), steps=5, restarts=1, apgd_eot=2, square_queries=0,
                            sanity_n=8),
+    # AutoAttack's version for randomised defences (APGD-CE and APGD-DLR, EOT 20, 100 steps):
+    # the study's second audit of rows whose white-box gain might be randomness.
+    "rand": AuditSettings(protocol="rand", n=200, square_queries=0),
+    "rand_smoke": AuditSettings(protocol="rand", n=16, steps=5, square_queries=0, passes=4,
+                                sanity_n=8),
 }
 
 

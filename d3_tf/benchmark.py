@@ -30,6 +30,7 @@ class Benchmark:
   arch: str                 # the paper's classifier (d3_tf.models)
   n_train: int              # images of the full training set
   conventional: str         # the deterministic row
+  bayesian: str             # the Bayesian row with the plain ELBO (no penalty)
   rows: tuple               # the rows of the paper's accuracy table, in its order
   lambdas: dict             # λM, λV, λS as printed
   eps: float                # L∞ budget of the white-box and black-box columns
@@ -61,6 +62,7 @@ class Benchmark:
 
 MNIST = Benchmark(
     name="mnist", title="MNIST", arch="mnist_cnn", n_train=60000, conventional="CNN",
+    bayesian="BNN",
     rows=("CNN", "BNN", "BNN-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off", "M-V-S-Off"),
     lambdas={"lambda_m": 20.0, "lambda_v": 40.0, "lambda_s": 40.0}, eps=0.3, pgd_step=0.01,
     surrogates=(Surrogate("madry_natural", "madry_mnist", False),
@@ -70,6 +72,7 @@ MNIST = Benchmark(
     paper_clean=paper.TABLE1_CLEAN)
 CIFAR10 = Benchmark(
     name="cifar10", title="CIFAR-10", arch="vgg16", n_train=50000, conventional="VGG16",
+    bayesian="BVGG16",
     rows=("VGG16", "BVGG16", "BVGG16-Off", "M", "M-V", "M-S", "M-V-S", "M-S-Off", "M-V-S-Off"),
     lambdas={"lambda_m": 10.0, "lambda_v": 40.0, "lambda_s": 20.0}, eps=0.03, pgd_step=0.001,
     surrogates=(Surrogate("vgg16_natural", "vgg16", False),),

@@ -15,22 +15,23 @@ import tf_keras
 from d3_tf import advsets, attacks, progress, training
 from d3_tf.callbacks import EpochAttackLog, KeepEpochs
 from d3_tf.plan import Plan
-from d3_tf.rows import RowStore
+from d3_tf.rows import RowStore, trained_row
 from d3_tf.store import atomic_write, read_json  # noqa: F401  (re-exported)
 # The settings of a table run live in the TensorFlow-free d3_tf.settings (binaries validate
 # them before TensorFlow starts); re-exported here.
 from d3_tf.benchmark import BENCHMARKS
-from d3_tf.presets import PRESETS, estimate_hours  # noqa: F401
+from d3_tf.presets import PRESETS, Sources, estimate_hours  # noqa: F401
 from d3_tf.settings import (ConfigError, Method, Settings,  # noqa: F401
                             parse_method, parse_methods)
 
 
 class Runner:
   """Trains and evaluates the rows of one table under one Settings: ``plan`` decides how each
-  row trains (``d3_tf.plan``), ``store`` keeps the rows (``d3_tf.rows``)."""
+  row trains (``d3_tf.plan``), ``store`` keeps the rows (``d3_tf.rows``), ``sources`` names
+  rows taken from another folder (``presets.Sources``: the conventional row, surrogates)."""
 
-  def __init__(self, settings, models_dir, train, test, log=print, strategy=None):
-    self.s = settings
+  def __init__(self, settings, models_dir, train, test, log=print, strategy=None, sources=None):
+    self.s, self.sources, self.models_dir = settings, sources or Sources(), models_dir
     self.bench = BENCHMARKS[settings.dataset]
     self.log = log
     self.plan = Plan(settings, strategy)
@@ -89,6 +90,8 @@ class Runner:
   def conventional(self, adversarial_training=False):
     """The trained conventional row (the Adv-CNN with ``adversarial_training``)."""
     name = "Adv-CNN" if adversarial_training else self.bench.conventional
+    if self.sources.conventional_from and not adversarial_training:
+      self.store.adopt_conventional(self.sources.conventional_from)
     return self.train(parse_method(name, self.s.dataset))
 
   # ------------------------------------------------------- adversarial sets
@@ -112,7 +115,9 @@ class Runner:
       if self.store.is_trained(name):
         model = self.store.load(model, name)
       elif adv and not warmup:
-        model = self._adversarial_fit(model, name)
+        self.log(f"surrogate {name}: PGD-{s.surrogate_adv_iters} adversarial training (ART)")
+        art_adversarial_fit(model, s, self.x, self.y)
+        self.store.save(model, name)
       else:
         self.log(f"surrogate {name}: training for {progress.count(epochs, 'epoch')}"
                  + (f" on PGD-{s.adv_iters} examples (ε ramped up)" if warmup else ""))
@@ -120,28 +125,22 @@ class Runner:
       out[name] = model
     return out
 
-  def _adversarial_fit(self, model, name):
-    """Madry-style PGD adversarial training through ART (random start, as Madry et al.)."""
-    s = self.s
-    from art.defences.trainer import AdversarialTrainerMadryPGD  # pylint: disable=g-import-not-at-top
-    self.log(f"surrogate {name}: PGD-{s.surrogate_adv_iters} adversarial training (ART)")
-    est = attacks.classifier(model, optimizer=tf_keras.optimizers.Adam(s.learning_rate))
-    step = 2.5 * s.eps / s.surrogate_adv_iters
-    trainer = AdversarialTrainerMadryPGD(est, nb_epochs=s.surrogate_epochs,
-                                         batch_size=s.batch_size, eps=s.eps, eps_step=step,
-                                         max_iter=s.surrogate_adv_iters, num_random_init=1)
-    np.random.seed(s.seed)
-    trainer.fit(self.x, attacks.one_hot(self.y))
-    self.store.save(model, name)
-    return model
-
   def blackbox_sets(self):
-    """{surrogate: (x_adv, y, meta)}: PGD against each surrogate on the eval slice."""
-    s = self.s
-    return {name: advsets.generate_or_load(
-        os.path.join(self.store.root, "sets", f"blackbox_{name}_{len(self.xe)}.npz"), model,
-        self.xe, self.ye, s.eps, s.pgd_step, s.pgd_iters, seed=s.seed, source_name=name)
-            for name, model in self.surrogates().items()}
+    """{surrogate: (x_adv, y, meta)}: PGD against each surrogate on the eval slice. The
+    surrogates are trained here, or are ``sources.surrogates`` (sets then kept in
+    <models_dir>/surrogate_sets: one copy for every folder that uses them)."""
+    s, n = self.s, len(self.xe)
+    if self.sources.surrogates:
+      models = trained_rows(self.sources.surrogates_from, self.sources.surrogates)
+      path = lambda name: os.path.join(self.models_dir, "surrogate_sets",
+                                       f"blackbox_{s.dataset}_{name}_{n}.npz")
+    else:
+      models = self.surrogates()
+      path = lambda name: os.path.join(self.store.root, "sets", f"blackbox_{name}_{n}.npz")
+    return {name: advsets.generate_or_load(path(name), model, self.xe, self.ye, s.eps,
+                                           s.pgd_step, s.pgd_iters, seed=s.seed,
+                                           source_name=name)
+            for name, model in models.items()}
 
   # ------------------------------------------------------------- evaluation
   def evaluate(self, method, blackbox=None):
@@ -171,3 +170,29 @@ class Runner:
     if timing:
       row["train_seconds"] = timing["seconds"]
     return row
+
+
+def trained_rows(folder, rows):
+  """{row: model}: the trained deterministic ``rows`` of the model folder ``folder``."""
+  from d3_tf import saved  # pylint: disable=g-import-not-at-top
+  out = {}
+  for row in rows:
+    s = trained_row(folder, row)
+    if parse_method(row, s.dataset).bayesian:
+      raise ConfigError(f"surrogate {row}: a deterministic row is needed")
+    out[row] = saved.load(os.path.join(folder, row, "final", "weights"), s.arch, width=s.width)
+  return out
+
+
+def art_adversarial_fit(model, s, x, y):
+  """Madry-style PGD adversarial training through ART (random start, as Madry et al.), with
+  the surrogate settings of ``s``."""
+  from art.defences.trainer import AdversarialTrainerMadryPGD  # pylint: disable=g-import-not-at-top
+  est = attacks.classifier(model, optimizer=tf_keras.optimizers.Adam(s.learning_rate))
+  step = 2.5 * s.eps / s.surrogate_adv_iters
+  trainer = AdversarialTrainerMadryPGD(est, nb_epochs=s.surrogate_epochs,
+                                       batch_size=s.batch_size, eps=s.eps, eps_step=step,
+                                       max_iter=s.surrogate_adv_iters, num_random_init=1)
+  np.random.seed(s.seed)
+  trainer.fit(x, attacks.one_hot(y))
+  return model

@@ -127,12 +127,47 @@ PRESETS[("cifar10", "robust_mix")] = dataclasses.replace(
 PRESET_ROWS = {("mnist", "robust"): ("CNN", "Adv-CNN", "Adv-BNN"),
                ("cifar10", "robust"): ("VGG16", "Adv-CNN", "Adv-BNN"),
                ("cifar10", "robust_mix"): ("VGG16", "Adv-CNN", "Adv-BNN")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+  """Trained rows a run takes from another model folder instead of training its own: the
+  conventional row its Bayesian rows warm-start from (copied in when its training settings
+  match: ``RowStore.adopt_conventional``) and the deterministic surrogates of its black-box
+  column (``surrogates``: their rows in ``surrogates_from``)."""
+  conventional_from: str = None
+  surrogates_from: str = None
+  surrogates: tuple = ()
+
+
+# CIFAR-10's trained rows: the robust_mix folder's VGG16 (20 epochs, the cpu preset's) and its
+# Adv-CNN (6 epochs of half clean, half PGD-7 loss): the natural and the adversarially
+# trained surrogate of the CIFAR study and of the verdict preset's tables.
+CIFAR_TRAINED = "results/cifar_table2/robust_mix/models/cifar10-vgg16-8f270ab632"
+CIFAR_SOURCES = Sources(conventional_from=CIFAR_TRAINED, surrogates_from=CIFAR_TRAINED,
+                        surrogates=("VGG16", "Adv-CNN"))
+# CIFAR-10 at the reading that gave MNIST its pattern (the verdict reading's printed sums and
+# ρ₀ = −3), λS scaled down from the printed 20 as on MNIST (0.02: the CIFAR study's
+# CIFAR_SUM_LAMBDA_S), 2 epochs from the trained VGG16, on the cpu preset's protocol: Tables
+# 2-3 and Figure 3 with the study's audit. Its M and M-S are the CIFAR grid's cell
+# cifar/sum/-3/loss (same training hash, same folder under results/study/cifar/models).
+CIFAR_VERDICT_READING = dict(penalty_reduction="sum", posterior_init=-3.0, y_mode="loss",
+                             lambda_s=0.02, epochs=2)
+PRESETS[("cifar10", "verdict")] = dataclasses.replace(PRESETS[("cifar10", "cpu")],
+                                                      **CIFAR_VERDICT_READING)
+# Presets whose rows come from another folder (d3_tf.experiment.Runner's ``sources``).
+PRESET_SOURCES = {("cifar10", "verdict"): CIFAR_SOURCES}
 # The presets whose table binaries add the audited column unless --noaudit, and its settings:
-# the cpu budget (EOT 1,4; 50 steps; 1 restart; Square 500) on 100 images for the cpu preset
-# and on 200 for the robust references, the full budget on 200 for the others.
+# the cpu budget (EOT 1,4; 50 steps; 1 restart; Square 500) on 100 images for the cpu presets
+# and on 200 for the robust references, the study's (no Square) on 200 for CIFAR's verdict
+# preset, the full budget on 200 for the others.
 _ROBUST_AUDIT = dataclasses.replace(AUDITS["cpu"], n=200)
-TABLE_AUDITS = {"cpu": AUDITS["cpu"], "verdict": AUDITS["full"], "paper": AUDITS["full"],
-                "robust": _ROBUST_AUDIT, "robust_mix": _ROBUST_AUDIT}
+TABLE_AUDITS = {(dataset, preset): audit for dataset in BENCHMARKS
+                for preset, audit in (("cpu", AUDITS["cpu"]), ("verdict", AUDITS["full"]),
+                                      ("paper", AUDITS["full"]), ("robust", _ROBUST_AUDIT),
+                                      ("robust_mix", _ROBUST_AUDIT))
+                if (dataset, preset) in PRESETS}
+TABLE_AUDITS[("cifar10", "verdict")] = AUDITS["study"]
 
 
 def estimate_hours(settings, num_rows):

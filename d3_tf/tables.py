@@ -195,16 +195,19 @@ def accuracy_markdown(results):
 
 
 def run_accuracy_table(binary, preset, settings, methods, train, test, output_dir, models_dir,
-                       blackbox=True, audit_settings=None, log=print, strategy=None):
+                       blackbox=True, audit_settings=None, log=print, strategy=None,
+                       sources=None):
   """Tables 1-2: clean / FGSM / PGD / black-box for each method; resumable.
 
   Rows already in ``output_dir/results.json`` (same settings) are skipped; results, table.md
   and the figures are rewritten after every row. With ``audit_settings`` (an
-  ``audit.AuditSettings``) each row also gets its audited robust accuracy.
+  ``audit.AuditSettings``) each row also gets its audited robust accuracy. ``sources``: rows
+  taken from another folder (``presets.Sources``).
   """
   from d3_tf import plots  # pylint: disable=g-import-not-at-top
   report = table_report(binary, preset, settings, output_dir, accuracy_markdown)
-  runner = experiment.Runner(settings, models_dir, train, test, log=log, strategy=strategy)
+  runner = experiment.Runner(settings, models_dir, train, test, log=log, strategy=strategy,
+                             sources=sources)
   pending = [m for m in methods if report.get("rows", m.name) is None]
   # surrogates and their sets only when a row needs them (not for a finished table)
   sets = runner.blackbox_sets() if blackbox and pending else None

@@ -9,7 +9,7 @@ class MCDropout(tf_keras.layers.Dropout):  # dropout at test time too: a randomi
     return super().call(inputs, training=True)
 
 
-def main(n_train=3000, n_audit=100, epochs=3):
+def main(n_train=3000, n_audit=100, epochs=3, **audit_settings):  # e.g. steps=50
   tf_keras.utils.set_random_seed(0)
   model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
                                tf_keras.layers.Dense(256, activation="relu"), MCDropout(0.5),
@@ -19,7 +19,8 @@ def main(n_train=3000, n_audit=100, epochs=3):
   (x, y), (xt, yt) = d3_tf.data.load_mnist(source="embedded", n_train=n_train)
   model.fit(x, y, epochs=epochs, verbose=0)
   report = audit.run_audit(model, xt[:n_audit], yt[:n_audit], eps=0.1, protocol="rand",
-                           log=lambda line: None, verbose=False)  # quiet: report only
+                           log=lambda line: None, verbose=False,  # quiet: report only
+                           **audit_settings)
   print(f"clean {report['clean']:.1f}%, worst-case audited {report['audited_robust_accuracy']:.1f}%"
         f", expected {report['expected_robust_accuracy']:.1f}%, logits random: "
         f"{report['randomness']['stochastic']}")

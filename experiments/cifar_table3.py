@@ -87,7 +87,8 @@ def main(argv):
       tables.budget_markdown(r, "Table 3 — CIFAR-10, PGD budgets")))
   report.set(("budgets",), list(budgets))
   report.set(("scale_step",), _SCALE_STEP.value)
-  runner = experiment.Runner(settings, flags.FLAGS.models_dir, train, test)
+  runner = experiment.Runner(settings, flags.FLAGS.models_dir, train, test,
+                             sources=common.preset_sources("cifar10"))
   steps = {"budgets": lambda b: settings.pgd_step}
   if _SCALE_STEP.value:
     steps["budgets_scaled"] = lambda b: 2.5 * b / settings.pgd_iters

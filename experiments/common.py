@@ -109,26 +109,26 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   flags.DEFINE_string("models_dir", os.path.join("results", "models"),
                       "Where trained models, epoch checkpoints, logs and adversarial sets go; "
                       "shared by the binaries, so rows with equal training settings are reused.")
+  audited = [p for d, p in presets.TABLE_AUDITS if d == dataset]
   flags.DEFINE_bool("audit", None, "Add the audited column (adaptive attacks: EOT-PGD, "
                     "APGD-CE/DLR with EOT, Square, transfer). Default: on for --preset "
-                    f"{', '.join(presets.TABLE_AUDITS)}, off for the others.")
+                    f"{', '.join(audited)}, off for the others.")
   flags.DEFINE_enum("distribute", "none", list(distribute.STRATEGIES),
                     "tf.distribute strategy: none, mirrored (all local GPUs) or multi_worker "
                     "(MultiWorkerMirroredStrategy from $TF_CONFIG). --batch_size is global.")
   flags.DEFINE_integer("audit_n", None, "Test images audited per row with --audit. "
-                       "Default: 100 for --preset cpu, 200 otherwise.")
+                       f"Default: {_audit_default(dataset, 'n')}.")
   flags.DEFINE_bool("train_only", False, "Only train: the --methods rows, then (with "
                     "--blackbox) the surrogates and their sets; no evaluation. Lets separate "
                     "processes train rows side by side before one run evaluates them all.")
   flags.DEFINE_list("audit_eot", None, "EOT sample counts R of the audit's EOT-PGD. "
-                    "Default: 1,4 for --preset cpu and robust(_mix), 1,10 otherwise.")
+                    f"Default: {_audit_default(dataset, 'eot')}.")
   flags.DEFINE_integer("audit_steps", None, "Iterations of the audit's EOT-PGD and APGD. "
-                       "Default: 50 for --preset cpu and robust(_mix), 100 otherwise.")
+                       f"Default: {_audit_default(dataset, 'steps')}.")
   flags.DEFINE_integer("audit_restarts", None, "Random restarts of the audit's EOT-PGD and "
-                       "APGD. Default: 1 for --preset cpu and robust(_mix), 5 otherwise.")
+                       f"APGD. Default: {_audit_default(dataset, 'restarts')}.")
   flags.DEFINE_integer("audit_square_queries", None, "Square attack queries in the audit "
-                       "(0 = skip). Default: 500 for --preset cpu and robust(_mix), 1000 "
-                       "otherwise.")
+                       f"(0 = skip). Default: {_audit_default(dataset, 'square_queries')}.")
   for name in ("audit_n", "audit_steps", "audit_restarts"):
     validate(name, cfg.POSITIVE_INT)
   validate("audit_square_queries", cfg.COUNT)
@@ -136,11 +136,23 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
   define_setting_flags()
 
 
-def table_audit():
+def _audit_default(dataset, field):
+  """A flag help's default of an audit setting: its value for each preset of ``dataset``
+  (presets.TABLE_AUDITS; the full audit's for the others)."""
+  from d3_tf.audit_inputs import AUDITS  # pylint: disable=g-import-not-at-top
+  show = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+  values = {}
+  for preset in preset_names(dataset):
+    audit = presets.TABLE_AUDITS.get((dataset, preset), AUDITS["full"])
+    values.setdefault(show(getattr(audit, field)), []).append(preset)
+  return "; ".join(f"{v} for --preset {', '.join(p)}" for v, p in values.items())
+
+
+def table_audit(dataset):
   """The table's audit (an AuditSettings: the preset's, presets.TABLE_AUDITS) with the
   --audit* flags applied, or None when the audit is off."""
   from d3_tf.audit_inputs import AUDITS  # pylint: disable=g-import-not-at-top
-  preset = presets.TABLE_AUDITS.get(FLAGS.preset)
+  preset = presets.TABLE_AUDITS.get((dataset, FLAGS.preset))
   if not (FLAGS.audit if FLAGS.audit is not None else preset is not None):
     return None
   eot = FLAGS.audit_eot and tuple(int(r) for r in FLAGS.audit_eot)
@@ -326,15 +338,22 @@ def accuracy_table(binary, dataset):
     return
   _, figures = tables.run_accuracy_table(
       binary, FLAGS.preset, settings, methods, train, test, out, FLAGS.models_dir,
-      FLAGS.blackbox, table_audit(), strategy=strategy)
+      FLAGS.blackbox, table_audit(dataset), strategy=strategy,
+      sources=preset_sources(dataset))
   if distribute.is_chief():
     print_outputs(out, figures)
+
+
+def preset_sources(dataset):
+  """The trained rows the preset takes from another folder (presets.PRESET_SOURCES), or None."""
+  return presets.PRESET_SOURCES.get((dataset, FLAGS.preset))
 
 
 def train_only(settings, methods, train, test, blackbox=False, strategy=None):
   """--train_only: trains the rows (and with ``blackbox`` the surrogates and their sets)."""
   from d3_tf import experiment  # pylint: disable=g-import-not-at-top
-  runner = experiment.Runner(settings, FLAGS.models_dir, train, test, strategy=strategy)
+  runner = experiment.Runner(settings, FLAGS.models_dir, train, test, strategy=strategy,
+                             sources=preset_sources(settings.dataset))
   for method in methods:
     runner.train(method)
   if blackbox:

@@ -1,8 +1,9 @@
 """The verdict study: does Defense Through Diverse Directions work, and under which reading?
 
 Trains and evaluates a grid of configurations (d3_tf/study.py) for rows of the paper's table
-on the grid's dataset (every grid so far: MNIST, Table 1), on the protocol of that dataset's
-committed --preset cpu table (its surrogate sets, ε, PGD), and writes
+on the grid's dataset (MNIST's Table 1; CIFAR-10's Table 2 for the cifar grids), on the
+protocol of that dataset's committed --preset cpu table (ε, PGD; its surrogate sets, or the
+grid's strong surrogates), and writes
 results/study/<grid>/{results.json,study.md,diversity.png,figure1.png} after every row.
 Resumable like the tables: a finished (configuration, row) is skipped and a killed training
 continues from its last epoch.
@@ -17,6 +18,9 @@ continues from its last epoch.
   python -m experiments.study --grid full --configs full/verdict --rows M --keep_models
                                                     # the paper's 100 epochs of 60k images
   python -m experiments.study --grid main --configs sum/-3/loss --rows M --seeds 1,2
+  python -m experiments.study --grid cifar --configs cifar/bvgg16/-3,cifar/sum/-3/loss --keep_models
+                                                    # CIFAR-10 at MNIST's verdict reading; rows
+                                                    # with a PGD gain ≥ 3 also get the rand audit
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
 """
 import os
@@ -44,6 +48,11 @@ _KEEP_MODELS = flags.DEFINE_bool(
     "surrogates and black-box sets stay in --models_dir.")
 _AUDIT = flags.DEFINE_bool("audit", True, "Audit every row (EOT-PGD, APGD-CE/DLR, transfer).")
 _DIVERSITY_N = flags.DEFINE_integer("diversity_n", 200, "Test images of the ΩM/ΩS measurement.")
+_RAND_GAIN = flags.DEFINE_float(
+    "rand_gain", None, "After the rows: the rand protocol's audit (AutoAttack's version for "
+    "random models: APGD-CE/DLR, EOT 20) of every row whose PGD beats the Bayesian baseline's "
+    "(BNN / BVGG16 on the same posterior, data, budget and seed) by this many points or more. "
+    "Default: the grid's (3 for cifar, none (inf) for the others).")
 common.validate("seeds", common.int_list(0))
 common.validate("diversity_n", cfg.POSITIVE_INT)
 
@@ -81,22 +90,19 @@ def main(argv):
                            markdown=os.path.join(out, "study.md"))
   sets = None
 
-  def blackbox_sets(runner):
-    """The grid's own strong surrogates' sets, else the protocol's (made after the first
-    training: two grids run at once do not race for them)."""
-    if grid.surrogates_from:
-      return study.surrogate_sets(*grid.surrogates_from, runner.xe, runner.ye, protocol,
-                                  os.path.join(_MODELS_DIR.value, "surrogate_sets"))
+  def blackbox_sets():
+    """The grid's strong surrogates' sets (``grid.sources``), else the protocol's (made after
+    the first training: two grids run at once do not race for them)."""
     return experiment.Runner(protocol, _MODELS_DIR.value, (x[:protocol.n_train or None],
                                                            y[:protocol.n_train or None]),
-                             (xt, yt)).blackbox_sets()
+                             (xt, yt), sources=grid.sources).blackbox_sets()
 
   def evaluate(runner, config, name):
     nonlocal sets
     method = cfg.parse_method(name, grid.dataset)
     print(f"{config} {name}: training / loading", flush=True)
     model = runner.train(method)
-    sets = sets or blackbox_sets(runner)
+    sets = sets or blackbox_sets()
     t_eval = time.time()  # the row's own evaluation, not the one-off black-box sets
     row = tables.evaluate_row(runner, method, sets, audit_settings)
     if method.bayesian:
@@ -112,6 +118,9 @@ def main(argv):
           f"{row.get('audited', float('nan')):.1f}", flush=True)
     return row
 
+  runner_of = lambda s: experiment.Runner(s, rows_dir, (x[:s.n_train or None],
+                                                       y[:s.n_train or None]), (xt, yt),
+                                          sources=grid.sources)
   for c in configs:
     s = c.settings(base)
     report.set(("configs", c.name, "overrides"), dict(c.overrides))
@@ -119,13 +128,25 @@ def main(argv):
     if all(report.get("configs", c.name, "rows", r) is not None for r in c.rows):
       print(f"{c.name}: already done, skipped")
       continue
-    runner = experiment.Runner(s, rows_dir, (x[:s.n_train or None], y[:s.n_train or None]),
-                               (xt, yt))
-    if grid.conventional_from and s.warm_start_lr:
-      runner.store.adopt_conventional(grid.conventional_from)
+    runner = runner_of(s)
     print(f"configuration {c.name}", flush=True)
     pipeline.run_rows(report, c.rows, lambda r, c=c: ("configs", c.name, "rows", r),
                       lambda r, runner=runner, c=c: evaluate(runner, c.name, r), seed=s.seed)
+  gain = grid.rand_gain if _RAND_GAIN.value is None else _RAND_GAIN.value
+  if _AUDIT.value and gain != float("inf"):
+    everything = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value))
+    by_name = {c.name: c for c in configs}
+    for name, row in study.rand_candidates(configs, everything, base, report.data, gain):
+      if report.get("configs", name, "rows", row, "audit_rand") is not None:
+        continue
+      print(f"{name} {row}: the rand protocol's audit (PGD gain ≥ {gain:g})", flush=True)
+      t0, s = time.time(), by_name[name].settings(base)
+      runner = runner_of(s)
+      method = cfg.parse_method(row, grid.dataset)
+      _, audit_rand = tables.audit_row(runner, method, report.get("configs", name, "rows", row),
+                                       None, grid.rand_audit())
+      report.set(("configs", name, "rows", row, "audit_rand_seconds"), time.time() - t0)
+      report.put(("configs", name, "rows", row, "audit_rand"), audit_rand)
   results = report.save()
   print(study.markdown(results))
   print(f"results: {report.path}" + "".join(f", {f}" for f in figures if f))

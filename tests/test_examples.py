@@ -46,7 +46,8 @@ def test_own_model_example_runs_and_prints_only_its_lines():
 
 
 def test_audit_example_runs_on_a_random_keras_model():
-  proc = run_example("audit_own_model", n_train=128, n_audit=8, epochs=1)
+  proc = run_example("audit_own_model", n_train=128, n_audit=8, epochs=1, steps=5, sanity_n=8,
+                     passes=4)
   assert proc.returncode == 0, proc.stderr[-3000:]
   [line] = proc.stdout.splitlines()
   assert re.fullmatch(r"clean \d+\.\d%, worst-case audited \d+\.\d%, expected \d+\.\d%, "

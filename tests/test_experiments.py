@@ -51,11 +51,13 @@ def test_mnist_table1_smoke_resumes_without_retraining(tmp_path):
   [model_root] = [p for p in (tmp_path / "models").iterdir() if p.is_dir()]
   finals = {n: os.path.getmtime(model_root / n / "final" / "weights.index") for n in ("CNN", "M-S")}
 
+  rows = ["CNN", "BNN-Off", "M-S"]  # an -Off row too (its offline set), in the paper's order
+  common += ["--methods", ",".join(reversed(rows))]
   second = run_binary("mnist_table1", *common, cwd=tmp_path)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "row CNN: already done, skipped" in second.stdout
   assert "row M-S: already done, skipped" in second.stdout
-  results = _check_results(tmp_path / "out", list(BENCHMARKS["mnist"].rows))
+  results = _check_results(tmp_path / "out", rows)
   for name, mtime in finals.items():
     assert os.path.getmtime(model_root / name / "final" / "weights.index") == mtime
   assert set(results["blackbox_sets"]) == {"madry_natural", "madry_adversarial"}
@@ -65,10 +67,10 @@ def test_mnist_table1_smoke_resumes_without_retraining(tmp_path):
   assert (model_root / "M-S" / "tensorboard").is_dir()
 
   third = run_binary("mnist_table1", *common, cwd=tmp_path)
-  assert third.stdout.count("already done, skipped") == 9
+  assert third.stdout.count("already done, skipped") == 3
   # a finished table needs no models: nothing is trained into an empty --models_dir
-  fresh = run_binary("mnist_table1", *common[:-1], "fresh_models", cwd=tmp_path)
-  assert fresh.returncode == 0 and fresh.stdout.count("already done, skipped") == 9
+  fresh = run_binary("mnist_table1", *common[:-3], "fresh_models", *common[-2:], cwd=tmp_path)
+  assert fresh.returncode == 0 and fresh.stdout.count("already done, skipped") == 3
   assert ": training" not in fresh.stdout  # neither a surrogate nor a row
   assert not list((tmp_path / "fresh_models").glob("*/madry_natural"))
 
@@ -130,12 +132,12 @@ def test_cifar_binaries_smoke(tmp_path):
   assert "row VGG16: training on 128 images for 2 epochs" in t2.stdout
   assert "row M-S: training on 128 images for 1 epoch (" in t2.stdout
   assert "128 training images × 1 epoch (" in open(tmp_path / "t2" / "table.md").read()
-  t3 = run_binary("cifar_table3", "--budgets", "0.0,0.015", "--output_dir", "t3", *common,
-                  cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
+  t3 = run_binary("cifar_table3", "--budgets", "0.0,0.015", "--methods", "M-S,M-S-Off",
+                  "--output_dir", "t3", *common, cwd=tmp_path, data_dir=os.environ[data.ENV_VAR])
   assert t3.returncode == 0, t3.stderr[-3000:]
   assert "M-S: trained model found, loaded" in t3.stdout  # reused from cifar_table2
   res3 = json.load(open(tmp_path / "t3" / "results.json"))
-  assert set(res3["rows"]) == {"M-S", "BVGG16-Off", "M-S-Off"}
+  assert list(res3["rows"]) == ["M-S", "M-S-Off"]
   for row in res3["rows"].values():
     assert set(row["budgets"]) == {"0.0", "0.015"}
     assert set(row["budgets_scaled"]) == {"0.015"}  # the paper's step and the scaled one
@@ -227,7 +229,7 @@ PINNED_HASHES = {
     ("cifar10", "smoke"): "ad11b5975d", ("cifar10", "cpu"): "c6a1eccc55",
     ("cifar10", "paper"): "164a7902ed", ("mnist", "verdict"): "559ca99af9",
     ("mnist", "robust"): "96fe1abc2d", ("cifar10", "robust"): "8501ba56e1",
-    ("cifar10", "robust_mix"): "8f270ab632",
+    ("cifar10", "robust_mix"): "8f270ab632", ("cifar10", "verdict"): "a8fa1f6423",
 }
 PINNED_STUDY_HASHES = {
     ("main", "sum/-3/loss"): "23a31c567d", ("main", "mean/-5/loss"): "d2c4ca0b69",
@@ -238,6 +240,8 @@ PINNED_STUDY_HASHES = {
     ("long", "long/sum/-5/loss"): "5e7871ce7c", ("long", "long/verdict"): "8f20560ac9",
     ("full", "full/verdict"): "f7150f6aef", ("full", "full/sum/-5/loss"): "d7c5694192",
     ("full", "full/verdict/continued"): "20b1f50b7d",
+    ("cifar", "cifar/bvgg16/-3"): "43cb4bfa8b", ("cifar", "cifar/sum/-3/loss"): "a8fa1f6423",
+    ("cifar", "cifar/bvgg16/-2"): "7c46e6bcef", ("cifar", "cifar/sum/-2/loss"): "01b33324fc",
 }
 
 
@@ -248,7 +252,7 @@ def test_presets_and_estimate():
   from d3_tf import study  # pylint: disable=g-import-not-at-top
   for (grid, name), pinned in PINNED_STUDY_HASHES.items():
     config = next(c for c in study.grid(grid) if c.name == name)
-    assert config.settings(study.BASE).training_hash() == pinned, (grid, name)
+    assert config.settings(study.GRIDS[grid].base()).training_hash() == pinned, (grid, name)
   # a non-training field (kept epochs) leaves the hash alone
   assert dataclasses.replace(experiment.PRESETS[("mnist", "cpu")], keep_epochs=(5,)
                              ).training_hash() == PINNED_HASHES[("mnist", "cpu")]
@@ -311,6 +315,21 @@ def test_study_smoke_grid_end_to_end_and_resume(tmp_path):
   again = run_binary("study", *args, cwd=tmp_path)
   assert again.returncode == 0 and again.stdout.count("already done, skipped") == 2
   assert json.load(open(tmp_path / "out" / "results.json"))["configs"] == results["configs"]
+  # the rand stage: every row whose PGD beats the BNN's by the gain (here any), once
+  rand = run_binary("study", *args, "--rand_gain=-100", cwd=tmp_path)
+  assert rand.returncode == 0, rand.stderr[-3000:]
+  configs = json.load(open(tmp_path / "out" / "results.json"))["configs"]
+  audited = {(name, row) for name, entry in configs.items()
+             for row, r in entry["rows"].items() if "audit_rand" in r}
+  assert audited == {("sum/-5/loss", "M"), ("mean/-5/loss", "M")}
+  report = configs["sum/-5/loss"]["rows"]["M"]["audit_rand"]
+  assert report["protocol"] == "rand" and report["n"] == 16
+  assert 0 <= report["audited_robust_accuracy"] <= report["clean"]
+  assert not any(k.startswith("per_example") for k in report)
+  worst = f"{report['audited_robust_accuracy']:.1f} / {report['expected_robust_accuracy']:.1f}"
+  assert worst in (tmp_path / "out" / "study.md").read_text()
+  assert "rand protocol" not in run_binary("study", *args, "--rand_gain=-100",
+                                           cwd=tmp_path).stdout  # done: not again
 
 
 def test_study_keep_models_keeps_the_rows_beside_the_results_and_resumes_from_them(tmp_path):
@@ -340,7 +359,7 @@ def test_study_runs_a_grid_on_cifar10(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.load(open(tmp_path / "out" / "results.json"))
   rows = results["configs"]["mean/-5/loss"]["rows"]
-  assert set(rows) == {"BVGG16", "M"}
+  assert set(rows) == {"M"}
   for row in rows.values():
     assert set(row["provenance"]["blackbox_sets"]) == {"vgg16_natural"}
     assert row["n_eval"] == 16 and 0 < row["diversity"]["omega_m"] <= 1 + 1e-6
@@ -421,19 +440,30 @@ def test_adopt_conventional_copies_a_row_trained_under_the_same_settings(tmp_pat
     other.store.adopt_conventional(source.store.root)
 
 
-def test_surrogate_sets_from_the_rows_of_a_model_folder(tmp_path, mnist_small):
-  from d3_tf import study, training  # pylint: disable=g-import-not-at-top
-  _, _, xt, yt = mnist_small
-  s = dataclasses.replace(experiment.PRESETS[("mnist", "smoke")], pgd_iters=3)
-  folder = tmp_path / "m"
-  store_settings = experiment.Runner(s, str(folder), (xt[:8], yt[:8]), (xt, yt)).store.root
-  training.build("mnist_cnn", bayesian=False, seed=3).save_weights(
-      os.path.join(store_settings, "CNN", "final", "weights"))
-  sets = study.surrogate_sets(store_settings, ("CNN",), xt[:8], yt[:8], s, str(tmp_path / "c"))
-  xa, ya, meta = sets["CNN"]
+def test_blackbox_sets_from_the_rows_of_another_model_folder(tmp_path, mnist_small):
+  """Runner sources: the black-box column's surrogates are trained rows of another folder,
+  their sets kept once in <models_dir>/surrogate_sets; the conventional row is adopted."""
+  from d3_tf import training  # pylint: disable=g-import-not-at-top
+  x, y, xt, yt = mnist_small
+  s = dataclasses.replace(experiment.PRESETS[("mnist", "smoke")], pgd_iters=3, n_eval=8)
+  theirs = experiment.Runner(s, str(tmp_path / "m"), (x[:8], y[:8]), (xt, yt)).store.root
+  cnn = training.build("mnist_cnn", bayesian=False, seed=3)
+  cnn.save_weights(os.path.join(theirs, "CNN", "final", "weights"))
+  sources = experiment.Sources(conventional_from=theirs, surrogates_from=theirs,
+                               surrogates=("CNN",))
+  mine = dataclasses.replace(s, posterior_init=-3.0)
+  runner = experiment.Runner(mine, str(tmp_path / "b"), (x[:8], y[:8]), (xt, yt),
+                             sources=sources)
+  xa, ya, meta = runner.blackbox_sets()["CNN"]
   assert xa.shape == xt[:8].shape and np.abs(xa - xt[:8]).max() <= s.eps + 1e-6
   np.testing.assert_array_equal(ya, yt[:8])
   assert meta["source"] == "CNN" and meta["max_iter"] == 3 and meta["n"] == 8
-  assert os.path.exists(tmp_path / "c" / "blackbox_mnist_CNN_8.npz")
-  with pytest.raises(experiment.ConfigError, match="deterministic"):
-    study.surrogate_sets(store_settings, ("BNN",), xt[:8], yt[:8], s, str(tmp_path / "c"))
+  assert os.path.exists(tmp_path / "b" / "surrogate_sets" / "blackbox_mnist_CNN_8.npz")
+  assert not runner.store.is_trained("CNN")  # adopted when a row needs it, not before
+  for a, b in zip(runner.conventional().get_weights(), cnn.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  assert runner.store.is_trained("CNN")
+  bayesian = dataclasses.replace(sources, surrogates=("BNN",))
+  with pytest.raises(experiment.ConfigError, match="no trained BNN row"):
+    experiment.Runner(mine, str(tmp_path / "b"), (x[:8], y[:8]), (xt, yt),
+                      sources=bayesian).blackbox_sets()

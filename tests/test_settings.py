@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from d3_tf import presets
+from d3_tf.audit_inputs import AUDITS
 from d3_tf import settings as cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,7 +197,50 @@ def test_verdict_preset_trains_as_the_study_at_its_reading():
   assert (preset.penalty_reduction, preset.n_train, preset.epochs) == ("sum", 10000, 3)
   long = {c.name: c for c in study.grid("long")}["long/verdict"].settings(study.BASE)
   assert (long.n_train, long.epochs, long.lambda_s) == (0, 10, preset.lambda_s)
-  assert presets.TABLE_AUDITS["verdict"].n == 200
+  assert presets.TABLE_AUDITS[("mnist", "verdict")] == AUDITS["full"]
+
+
+def test_cifar_verdict_preset_is_the_grid_cell_at_the_mnist_verdict_reading():
+  """Table 2 at the CIFAR reading closest to MNIST's pattern reuses the grid's trained M and
+  M-S: the preset and the grid cell share one training hash (one model folder)."""
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  preset = presets.PRESETS[("cifar10", "verdict")]
+  base = study.GRIDS["cifar"].base()
+  cell, = [c for c in study.grid("cifar") if c.name == "cifar/sum/-3/loss"]
+  assert preset.training_hash() == cell.settings(base).training_hash()
+  assert (preset.penalty_reduction, preset.posterior_init, preset.epochs) == ("sum", -3.0, 2)
+  assert (preset.penalty_reduction, preset.posterior_init) == tuple(
+      presets.VERDICT_READING[k] for k in ("penalty_reduction", "posterior_init"))
+  assert presets.TABLE_AUDITS[("cifar10", "verdict")] == AUDITS["study"]
+  sources = presets.PRESET_SOURCES[("cifar10", "verdict")]
+  assert sources == study.GRIDS["cifar"].sources and sources.surrogates == ("VGG16", "Adv-CNN")
+
+
+def _results(rows_by_config):
+  return {"configs": {name: {"rows": {row: {"pgd": pgd} for row, pgd in rows.items()}}
+                      for name, rows in rows_by_config.items()}}
+
+
+def test_rand_candidates_are_rows_that_beat_the_bayesian_baseline_of_their_posterior():
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
+  configs = study.grid("cifar")
+  base = study.GRIDS["cifar"].base()
+  results = _results({"cifar/bvgg16/-3": {"BVGG16": 1.0}, "cifar/bvgg16/-2": {"BVGG16": 4.0},
+                      "cifar/sum/-3/loss": {"M": 3.9, "M-S": 4.0},
+                      "cifar/sum/-2/loss": {"M": 6.0, "M-S": 9.0},
+                      "cifar/mean/-5/loss": {"M": 50.0}})
+  found = study.rand_candidates(configs, configs, base, results, 3.0)
+  # M-S at −3 beats BVGG16 at −3 by exactly 3; at −2 only M-S (by 5); no baseline at −5
+  assert sorted(found) == [("cifar/sum/-2/loss", "M-S"), ("cifar/sum/-3/loss", "M-S")]
+  assert study.rand_candidates(configs, configs, base, results, float("inf")) == []
+  # the scratch cell's baseline is its own BVGG16 (another start), not the warm-started one
+  scratch = _results({"cifar/bvgg16/-3": {"BVGG16": 0.0},
+                      "cifar/sum/-3/loss/scratch": {"BVGG16": 10.0, "M-S": 12.0}})
+  assert study.rand_candidates(configs, configs, base, scratch, 3.0) == []
+  seeded = study.grid("cifar", seeds=(1,))  # another seed: another baseline
+  assert study.rand_candidates(seeded, seeded, base, _results(
+      {"cifar/bvgg16/-3/seed=1": {"BVGG16": 0.0}, "cifar/sum/-3/loss": {"M-S": 9.0},
+       "cifar/sum/-3/loss/seed=1": {"M-S": 2.0}}), 3.0) == []
 
 
 def test_study_rows_filter_keeps_the_chosen_rows_and_rejects_unknown_ones():
