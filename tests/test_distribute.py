@@ -60,8 +60,11 @@ def test_two_workers_on_localhost_finish_a_smoke_epoch(tmp_path):
         p.kill()
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
-  results = json.load(open(tmp_path / "out" / "results.json"))
-  assert 0 <= results["rows"]["BNN"]["clean"] <= 100
+  row = json.load(open(tmp_path / "out" / "results.json"))["rows"]["BNN"]
+  assert row["n_eval"] == 32  # an accuracy on 32 images: a whole number of them
+  assert abs(row["clean"] * 32 / 100 - round(row["clean"] * 32 / 100)) < 1e-6
+  [log] = (tmp_path / "models").glob("*/BNN/log.csv")  # one epoch, written once
+  assert len(log.read_text().splitlines()) == 2
   assert "| BNN |" in outputs[0][0] and "| BNN |" not in outputs[1][0]  # only the chief reports
 
 
