@@ -147,17 +147,23 @@ def budget_markdown(results, title):
            + ("; *scaled step*: PGD with steps of 2.5·ε / iterations" if scaled else "")
            + "; Δ = ours (paper's step) − paper; 0.0 = clean. Accuracy in %.", "",
            "| method |" + header, "|---" * (1 + per * len(budgets)) + "|"]
-  for name, row in results["rows"].items():
+  def line(name, row, label):
     cells = []
     for b in budgets:
       ours = row["budgets"].get(str(b))
       ref = paper.table3_value(name, b)
       more = [_fmt(row.get("budgets_scaled", {}).get(str(b), ours if b == 0 else None))]
       cells += [_fmt(ours)] + (more if scaled else []) + [_fmt(ref), _delta(ours, ref)]
-    label = f"{name} (trained here; paper: Liu et al.'s, quoted)" if name in \
-        paper.TABLE3_REFERENCE_ONLY else name
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  for name in [n for n in paper.TABLE3_REFERENCE_ONLY if n not in results["rows"]]:
+    return f"| {label} | " + " | ".join(cells) + " |"
+  for name, row in results["rows"].items():
+    lines.append(line(name, row, f"{name} (trained here; paper: Liu et al.'s, quoted)" if name
+                      in paper.TABLE3_REFERENCE_ONLY else name))
+  references = results.get("references", {})
+  for name, row in references.get("rows", {}).items():  # another run's rows, same test images
+    lines.append(line(name, row, f"{name} (trained here, `{references['preset']}` preset; "
+                                 "paper: Liu et al.'s, quoted)"))
+  shown = set(results["rows"]) | set(references.get("rows", {}))
+  for name in [n for n in paper.TABLE3_REFERENCE_ONLY if n not in shown]:
     cells = []
     for b in budgets:
       cells += ["—"] + (["—"] if scaled else []) + [_fmt(paper.table3_value(name, b)), "—"]

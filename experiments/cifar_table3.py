@@ -4,7 +4,8 @@ Rows M-S, BVGG16-Off and M-S-Off (trained as in cifar_table2, whose trained mode
 when the settings match), with the paper's Adv-CNN / Adv-BNN rows quoted for reference. At
 --preset robust (and robust_mix: the Adv rows on half clean, half PGD loss) the rows are VGG16
 and the Adv-CNN and Adv-BNN trained here (PGD adversarial training), each beside the paper's
-quoted numbers.
+quoted numbers. At --preset verdict (the CIFAR study's reading) the robust_mix run's trained
+Adv-CNN and Adv-BNN rows are shown beside the D3 rows (same test images and PGD).
 
   python -m experiments.cifar_table3 --budgets 0.015,0.035 [--preset smoke|cpu|paper]
   python -m experiments.cifar_table3 --preset robust_mix --models_dir results/cifar_table2/robust_mix/models
@@ -15,6 +16,7 @@ budgets above 0.04 cannot be used in full (the paper's flat 0.055 / 0.07 columns
 reach every budget.
 """
 import copy
+import os
 import time
 
 from absl import flags
@@ -36,6 +38,9 @@ _METHODS = flags.DEFINE_list(
     "methods", None, f"Rows to run (default: {', '.join(ROWS)}; --preset robust and robust_mix: "
     f"{', '.join(PRESET_ROWS[('cifar10', 'robust')])}). Rows not trained yet are trained first.")
 common.validate("methods", common.list_of(CIFAR10.all_rows, ", ".join(CIFAR10.all_rows)))
+# Rows a preset's table shows beside its own: another Table 3 run's rows on the same test
+# images and PGD (the verdict preset's D3 rows beside the Adv-CNN and Adv-BNN trained here).
+REFERENCES = {"verdict": ("results/cifar_table3/robust_mix", ("Adv-CNN", "Adv-BNN"))}
 _SCALE_STEP = flags.DEFINE_bool("scale_step", True,
                                 "Also attack with the step 2.5·ε/iterations, beside the paper's "
                                 "fixed --pgd_step (a column of its own per budget).")
@@ -70,6 +75,22 @@ def _check_budgets(text):
 flags.register_validator("budgets", _check_budgets)
 
 
+def references(folder, rows, settings):
+  """{"preset", "results", "command", "git_commit", "rows"}: ``rows`` of the Table 3 run in
+  ``folder``, once it attacked the same test images with the same PGD as ``settings``."""
+  from d3_tf import store  # pylint: disable=g-import-not-at-top
+  path = os.path.join(folder, "results.json")
+  theirs = store.read_json(path)
+  if theirs is None or any(r not in theirs["rows"] for r in rows):
+    raise ConfigError(f"{path}: no Table 3 rows {', '.join(rows)} to show beside this table")
+  protocol = ("n_eval", "eps", "pgd_step", "pgd_iters", "dataset")
+  changed = [k for k in protocol if theirs["settings"][k] != getattr(settings, k)]
+  if changed:
+    raise ConfigError(f"{path} attacked other images or with another PGD ({', '.join(changed)})")
+  return {"preset": theirs["preset"], "results": path, "command": theirs.get("command"),
+          "git_commit": theirs.get("git_commit"), "rows": {r: theirs["rows"][r] for r in rows}}
+
+
 def main(argv):
   del argv
   from d3_tf import attacks, experiment, pipeline, tables  # pylint: disable=g-import-not-at-top
@@ -87,6 +108,8 @@ def main(argv):
       tables.budget_markdown(r, "Table 3 — CIFAR-10, PGD budgets")))
   report.set(("budgets",), list(budgets))
   report.set(("scale_step",), _SCALE_STEP.value)
+  if flags.FLAGS.preset in REFERENCES:
+    report.set(("references",), references(*REFERENCES[flags.FLAGS.preset], settings))
   runner = experiment.Runner(settings, flags.FLAGS.models_dir, train, test,
                              sources=common.preset_sources("cifar10"))
   steps = {"budgets": lambda b: settings.pgd_step}

@@ -129,6 +129,32 @@ def test_table_marks_reference_rows_and_shows_worst_and_expected():
   assert "| Adv-CNN (trained here; paper: Liu et al.'s, quoted) | 40.0 | 58.3 | -18.3 |" in text
   assert "| Adv-BNN (Liu et al., quoted) | — | 68.7 | — |" in text
   assert text.count("Adv-CNN") == 1
+  # another run's trained rows beside a table's own (the verdict preset's Table 3)
+  beside = dict(budgets, rows={"M-S": {"budgets": {"0.015": 1.0}}}, references={
+      "preset": "robust_mix", "rows": {"Adv-BNN": {"budgets": {"0.015": 46.4}}}})
+  text = tables.budget_markdown(beside, "Table 3")
+  assert "| M-S | 1.0 | 61.3 | -60.3 |" in text
+  assert ("| Adv-BNN (trained here, `robust_mix` preset; paper: Liu et al.'s, quoted) | 46.4 | "
+          "68.7 | -22.3 |") in text
+  assert "| Adv-CNN (Liu et al., quoted) | — | 58.3 | — |" in text and text.count("Adv-BNN") == 1
+
+
+def test_table3_references_need_the_same_test_images_and_pgd(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from d3_tf import presets, settings as cfg  # pylint: disable=g-import-not-at-top
+  from experiments import cifar_table3  # pylint: disable=g-import-not-at-top
+  s = presets.PRESETS[("cifar10", "verdict")]
+  theirs = {"preset": "robust_mix", "command": "c", "git_commit": "g",
+            "settings": dataclasses.asdict(presets.PRESETS[("cifar10", "robust_mix")]),
+            "rows": {"Adv-CNN": {"budgets": {"0.0": 69.2}}}}
+  (tmp_path / "results.json").write_text(json.dumps(theirs))
+  got = cifar_table3.references(str(tmp_path), ("Adv-CNN",), s)
+  assert got["rows"] == theirs["rows"] and (got["preset"], got["command"]) == ("robust_mix", "c")
+  with pytest.raises(cfg.ConfigError, match="no Table 3 rows Adv-BNN"):
+    cifar_table3.references(str(tmp_path), ("Adv-BNN",), s)
+  with pytest.raises(cfg.ConfigError, match=r"another PGD \(n_eval\)"):
+    cifar_table3.references(str(tmp_path), ("Adv-CNN",), dataclasses.replace(s, n_eval=100))
 
 
 def test_git_commit_ignores_results_but_not_code(tmp_path):
