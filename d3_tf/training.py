@@ -30,6 +30,34 @@ tfd = tfp.distributions
 PENALTIES = ("m", "v", "s")
 
 
+def _check_arguments(active, bayesian, y_mode, num_draws, penalty_reduction, draws_mode,
+                     penalty_examples):
+  """D3Model's arguments: a ValueError naming the first bad one."""
+  if active and not bayesian:
+    raise ValueError("the D3 penalties need a Bayesian head (statistics over weight draws); "
+                     f"got penalties {active} with a deterministic head")
+  if y_mode not in penalties.Y_MODES:
+    raise ValueError(f"unknown y_mode {y_mode!r}; choose from {penalties.Y_MODES}")
+  if num_draws < 1:
+    raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+  if penalty_reduction not in PENALTY_REDUCTIONS:
+    raise ValueError(f"unknown penalty_reduction {penalty_reduction!r}; "
+                     f"choose from {PENALTY_REDUCTIONS}")
+  if draws_mode not in DRAWS_MODES:
+    raise ValueError(f"unknown draws_mode {draws_mode!r}; choose from {DRAWS_MODES}")
+  if penalty_examples < 0:
+    raise ValueError(f"penalty_examples must be >= 0, got {penalty_examples}")
+
+
+def posterior_kl(head):
+  """Σ KL(q || p) over the kernels and biases of the head's Bayesian layers (0 if none)."""
+  kls = [tf.reduce_sum(tfd.kl_divergence(layer.kernel_posterior, layer.kernel_prior))
+         for layer in bayesian_layers(head)]
+  kls += [tf.reduce_sum(tfd.kl_divergence(layer.bias_posterior, layer.bias_prior))
+          for layer in bayesian_layers(head) if getattr(layer, "bias_prior", None)]
+  return tf.add_n(kls) if kls else tf.constant(0.0)
+
+
 class D3Model(tf_keras.Model):
   """A trunk/head classifier trained with the D3 penalties.
 
@@ -77,19 +105,9 @@ class D3Model(tf_keras.Model):
     self.bayesian = is_bayesian(head)
     self.lambdas = {"m": float(lambda_m), "v": float(lambda_v), "s": float(lambda_s)}
     self.active = tuple(p for p in PENALTIES if self.lambdas[p] != 0.0)
-    if self.active and not self.bayesian:
-      raise ValueError("the D3 penalties need a Bayesian head (statistics over weight draws); "
-                       f"got penalties {self.active} with a deterministic head")
-    if y_mode not in penalties.Y_MODES:
-      raise ValueError(f"unknown y_mode {y_mode!r}; choose from {penalties.Y_MODES}")
-    if num_draws < 1:
-      raise ValueError(f"num_draws must be >= 1, got {num_draws}")
-    if penalty_reduction not in PENALTY_REDUCTIONS:
-      raise ValueError(f"unknown penalty_reduction {penalty_reduction!r}; "
-                       f"choose from {PENALTY_REDUCTIONS}")
+    _check_arguments(self.active, self.bayesian, y_mode, num_draws, penalty_reduction,
+                     draws_mode, penalty_examples)
     self.penalty_reduction = penalty_reduction
-    if draws_mode not in DRAWS_MODES:
-      raise ValueError(f"unknown draws_mode {draws_mode!r}; choose from {DRAWS_MODES}")
     self.draws_mode = draws_mode if is_bayesian(head) else "loop"
     if self.draws_mode == "vectorized":
       vectorized.head_layers(head)  # fails early for unsupported heads
@@ -100,8 +118,6 @@ class D3Model(tf_keras.Model):
     self.n_train = int(n_train)
     self.kl_weight = float(kl_weight)
     self.norm_floor = float(norm_floor)
-    if penalty_examples < 0:
-      raise ValueError(f"penalty_examples must be >= 0, got {penalty_examples}")
     self.penalty_examples = int(penalty_examples)
     self.adversarial = adversarial
     names = ["loss", "ce", "kl"] + [f"omega_{p}" for p in self.active]
@@ -150,13 +166,7 @@ class D3Model(tf_keras.Model):
     Computed from the layers' posteriors and priors, not from ``head.losses``
     (which accumulate over the K calls inside one outer call): added once.
     """
-    kls = [tf.reduce_sum(tfd.kl_divergence(layer.kernel_posterior, layer.kernel_prior))
-           for layer in bayesian_layers(self.head)]
-    kls += [tf.reduce_sum(tfd.kl_divergence(layer.bias_posterior, layer.bias_prior))
-            for layer in bayesian_layers(self.head) if getattr(layer, "bias_prior", None)]
-    if not kls:
-      return tf.constant(0.0)
-    return self.kl_weight * tf.add_n(kls) / float(self.n_train)
+    return self.kl_weight * posterior_kl(self.head) / float(self.n_train)
 
   def compute_terms(self, x, y, training=True, noise=None, penalty_index=None):
     """All loss terms of Eq. (19) for one batch (``loss_terms``)."""
