@@ -7,6 +7,8 @@ Std. (clean), FGSM, PGD (40 steps of 0.001) and black-box, each beside the paper
   python -m experiments.cifar_table2 --preset smoke   # tiny VGG, 128 images: plumbing only
   python -m experiments.cifar_table2 --preset cpu     # VGG16 at 1/4 width, warm-started rows: hours
   python -m experiments.cifar_table2 --preset robust_mix --noblackbox  # the Adv rows, audited
+  python -m experiments.cifar_table2 --preset verdict --models_dir results/study/cifar/models
+                                                      # at the CIFAR study's reading, audited
   python -m experiments.cifar_table2 --preset paper   # full VGG16, 50k images: GPU work
 """
 from experiments import common
@@ -21,8 +23,11 @@ PRESETS_HELP = (
     "attacks on 500. robust: the cpu preset's protocol with the rows VGG16, Adv-CNN (3 epochs "
     "of PGD-7 training from the trained VGG16) and Adv-BNN (1 epoch from the Adv-CNN), audited. "
     "robust_mix: the same with the Adv rows on half clean, half PGD loss, the Adv-CNN 6 epochs "
-    "with ε ramped up over the first. paper: full VGG16, 50k images, 100 epochs, full test set "
-    "(GPU).")
+    "with ε ramped up over the first. verdict: the cpu protocol at the CIFAR study's cell "
+    "cifar/sum/-3/loss (the printed sums, ρ₀ = −3, λS 0.02, 2 epochs from the trained VGG16 of "
+    "robust_mix, black-box from its VGG16 and Adv-CNN, the study's audit); run it with "
+    "--models_dir results/study/cifar/models to reuse the study's M and M-S. paper: full VGG16, "
+    "50k images, 100 epochs, full test set (GPU).")
 common.define_table_flags(BINARY, PRESETS_HELP, "cifar10", "smoke")
 
 
