@@ -6,9 +6,10 @@
 import numpy as np
 from absl import flags
 
+from d3_tf.benchmark import BENCHMARKS
 from experiments import common
 
-_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "Dataset to check.")
+_DATASET = flags.DEFINE_enum("dataset", "mnist", list(BENCHMARKS), "Dataset to check.")
 
 
 def main(argv):
