@@ -176,20 +176,22 @@ def test_git_commit_ignores_results_but_not_code(tmp_path):
 
 
 def test_every_committed_table_regenerates_from_its_results():
-  """The renderers keep every committed table.md: regenerated from its results.json, each is
-  the committed file byte for byte."""
+  """The renderers keep every committed table.md and study.md: regenerated from its
+  results.json, each is the committed file byte for byte."""
   import glob  # pylint: disable=g-import-not-at-top
   from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import study  # pylint: disable=g-import-not-at-top
   render = {"mnist_table1": tables.accuracy_markdown, "cifar_table2": tables.accuracy_markdown,
             "cifar_table3": lambda r: tables.budget_markdown(
-                r, "Table 3 — CIFAR-10, PGD budgets")}
+                r, "Table 3 — CIFAR-10, PGD budgets"), "study": study.markdown}
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   checked = 0
   for path in sorted(glob.glob(os.path.join(root, "results", "**", "results.json"),
                                recursive=True)):
     results = json.load(open(path))
-    table = os.path.join(os.path.dirname(path), "table.md")
-    if results.get("binary") in render and os.path.exists(table):
-      assert render[results["binary"]](results) == open(table).read(), path
+    binary = "study" if "grid" in results else results.get("binary")
+    table = os.path.join(os.path.dirname(path), "study.md" if binary == "study" else "table.md")
+    if binary in render and os.path.exists(table):
+      assert render[binary](results) == open(table).read(), path
       checked += 1
-  assert checked >= 12
+  assert checked >= 19  # 13 tables, 7 study grids
