@@ -125,21 +125,25 @@ class Report:
 
 def stamp(report, row, seed, seconds):
   """Adds to ``row["provenance"]`` the command and commit of ``report``'s run, the seed and
-  ``seconds`` of wall time (keeping what the row already records there)."""
-  row["provenance"] = dict(row.get("provenance", {}), command=report.data.get("command"),
+  ``seconds`` of wall time, added to the wall time the row already records (a row finished
+  over several runs), keeping what else it records there."""
+  before = row.get("provenance", {})
+  row["provenance"] = dict(before, command=report.data.get("command"),
                            git_commit=report.data.get("git_commit"), seed=seed,
-                           wall_seconds=seconds)
+                           wall_seconds=before.get("wall_seconds", 0.0) + seconds)
   return row
 
 
-def run_rows(report, names, path, evaluate, seed=None, log=print, redo=False):
-  """The row pipeline: for each name whose row is not in ``report`` yet (at ``path(name)``;
-  every name with ``redo``), ``evaluate(name)`` (train or load, evaluate, audit: a dict),
-  stamped with its provenance (command and commit of this run, seed, wall seconds) and
-  written. Returns the rows made."""
+def run_rows(report, names, path, evaluate, seed=None, log=print, redo=False,
+             done=lambda row: row is not None):
+  """The row pipeline: for each name whose row in ``report`` (at ``path(name)``) is not
+  ``done`` yet (default: absent; every name with ``redo``), ``evaluate(name)`` (train or
+  load, evaluate, audit: a dict; it may write parts of the row as they land, to resume a
+  killed run), stamped with its provenance (command and commit of this run, seed, wall
+  seconds) and written. Returns the rows made."""
   made = {}
   for name in names:
-    if not redo and report.get(*path(name)) is not None:
+    if not redo and done(report.get(*path(name))):
       log(f"row {name}: already done, skipped")
       continue
     t0 = time.time()

@@ -17,7 +17,6 @@ reach every budget.
 """
 import copy
 import os
-import time
 
 from absl import flags
 
@@ -115,27 +114,30 @@ def main(argv):
   steps = {"budgets": lambda b: settings.pgd_step}
   if _SCALE_STEP.value:
     steps["budgets_scaled"] = lambda b: 2.5 * b / settings.pgd_iters
-  for method in methods:
-    row = copy.deepcopy(report.get("rows", method.name) or {})
-    todo = [(key, b) for key in steps for b in budgets
-            if str(b) not in row.setdefault(key, {}) and (b > 0 or key == "budgets")]
-    if not todo:
-      print(f"row {method.name}: already done, skipped")
-      continue
-    est = runner.classifier(runner.train(method))
-    for key, b in todo:  # saved after every budget: a killed run resumes at the next one
-      t0, step = time.time(), steps[key](b)
+  todo = lambda row: [(key, b) for key in steps for b in budgets
+                      if str(b) not in (row or {}).get(key, {}) and (b > 0 or key == "budgets")]
+  by_name = {m.name: m for m in methods}
+
+  def evaluate(name):
+    """The row's budgets not measured yet, each written as it lands (a killed run resumes at
+    the next one)."""
+    row = copy.deepcopy(report.get("rows", name) or {})
+    est = runner.classifier(runner.train(by_name[name]))
+    for key, b in todo(row):
+      step = steps[key](b)
       if b == 0:  # clean accuracy
         value = attacks.accuracy_on(est, runner.xe, runner.ye)
       else:
         attack = attacks.make_attack(est, "pgd", b, eps_step=step, max_iter=settings.pgd_iters)
         value = attacks.robust_accuracy(est, runner.xe, runner.ye, attack,
                                         desc=f"PGD eps={b} step={step:.5f}")["adversarial"]
-      row[key][str(b)] = value
-      pipeline.stamp(report, row, settings.seed, row.get("provenance", {}).get(
-          "wall_seconds", 0.0) + time.time() - t0)
-      report.put(("rows", method.name), row)
-      print(f"row {method.name}: eps {b}, step {step:.5f} -> {value:.1f}%")
+      row.setdefault(key, {})[str(b)] = value
+      report.put(("rows", name), row)
+      print(f"row {name}: eps {b}, step {step:.5f} -> {value:.1f}%")
+    return row
+
+  pipeline.run_rows(report, list(by_name), lambda name: ("rows", name), evaluate,
+                    seed=settings.seed, done=lambda row: row is not None and not todo(row))
   report.save()
   common.print_outputs(out)
 

@@ -289,4 +289,11 @@ def test_run_rows_skips_done_rows_and_stamps_provenance(tmp_path):
   assert list(made) == ["B"] and report.get("rows", "A") == {"x": 1}
   prov = report.get("rows", "B")["provenance"]
   assert (prov["command"], prov["git_commit"], prov["seed"]) == ("c", "g", 3)
+  # a row finished over two runs (Table 3's budgets): done decides, the wall time adds up
+  report.put(("rows", "C"), {"b": {"0.1": 5.0}, "provenance": {"wall_seconds": 100.0}})
+  part = lambda n: dict(report.get("rows", n), b={"0.1": 5.0, "0.2": 1.0})
+  made = pipeline.run_rows(report, ["A", "C"], lambda n: ("rows", n), part, seed=3,
+                           log=lambda s: None, done=lambda row: "0.2" in row.get("b", {"0.2": 0}))
+  assert list(made) == ["C"] and report.get("rows", "C")["b"] == {"0.1": 5.0, "0.2": 1.0}
+  assert 100.0 <= report.get("rows", "C")["provenance"]["wall_seconds"] < 110.0
   assert prov["wall_seconds"] >= 0.0
