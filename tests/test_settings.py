@@ -214,6 +214,15 @@ def test_cifar_verdict_preset_is_the_grid_cell_at_the_mnist_verdict_reading():
   assert presets.TABLE_AUDITS[("cifar10", "verdict")] == AUDITS["study"]
   sources = presets.PRESET_SOURCES[("cifar10", "verdict")]
   assert sources == study.GRIDS["cifar"].sources and sources.surrogates == ("VGG16", "Adv-CNN")
+  # the warm-start check: the same cell from scratch (another folder), every other cell warm
+  configs = {c.name: c.settings(base) for c in study.grid("cifar")}
+  scratch = configs.pop("cifar/sum/-3/loss/scratch")
+  assert scratch.warm_start_lr == 0 and scratch.training_hash() != preset.training_hash()
+  assert dataclasses.replace(scratch, warm_start_lr=preset.warm_start_lr).training_hash() == \
+      preset.training_hash()
+  assert all(s.warm_start_lr == preset.warm_start_lr for s in configs.values())
+  assert {s.posterior_init for s in configs.values()} == {-5.0, -3.0, -2.0, -1.0}
+  assert study.GRIDS["cifar"].rand_gain == 3.0 and study.GRIDS["cifar"].rand_audit().eot
 
 
 def _results(rows_by_config):
