@@ -96,7 +96,7 @@ def test_lambda_zero_skips_penalties():
 
 def test_one_epoch_lowers_loss(mnist_small):
   x, y = mnist_small[0][:256], mnist_small[1][:256]
-  model = d3_tf.build("mnist_cnn", num_draws=10, lambda_m=20, lambda_v=40, lambda_s=40,
+  model = d3_tf.build("mnist_cnn", num_draws=4, lambda_m=20, lambda_v=40, lambda_s=40,
                       n_train=60000)
   model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
   xb, yb = tf.constant(x[:64]), tf.constant(y[:64])
