@@ -186,6 +186,35 @@ def _generator(attack, nb_classes):
   return lambda xs, ys: attack.generate(xs, y=attacks.one_hot(ys, nb_classes))
 
 
+def _run_protocol(cascade, model, target, sets, eps, s, eot, apgd_eot, rand_eot):
+  """The attacks of the protocol ``s.protocol`` (``settings`` ``s``), in order, on what the
+  cascade has not broken yet: "full": the transfer sets, PGD on the posterior-mean network,
+  EOT-PGD for each R of ``eot``, AutoAttack's APGD-CE/DLR with ``apgd_eot``; "rand" /
+  "standard": APGD-CE then APGD-DLR (EOT ``rand_eot`` / 1); then Square (not "rand")."""
+  nb, norm, steps, batch_size = target.num_classes, s.norm, s.steps, s.batch_size
+  if s.protocol == "full":
+    for name, x_adv in sets.items():
+      cascade.fixed_set(f"transfer:{name}", x_adv)
+    if target.has_posterior:
+      mean = Target(posterior_mean_model(model)).estimator()
+      cascade.run("transfer:posterior_mean", eot_pgd(mean, eps, steps, 1, norm, s.seed,
+                                                     batch_size))
+    for r in eot:
+      cascade.run(f"eot_pgd:R={r}", eot_pgd(target.estimator(r), eps, steps, s.restarts, norm,
+                                            s.seed, batch_size))
+    ests = (target.estimator(apgd_eot), target.estimator(apgd_eot, loss="dlr"))
+    cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", _generator(
+        autoattack(ests, eps, steps, s.restarts, norm, batch_size), nb))
+  else:
+    r = rand_eot if s.protocol == "rand" else 1
+    for loss in ("ce", "dlr"):
+      cascade.run(f"apgd_{loss}:R={r}", _generator(
+          apgd(target.estimator(r, loss=loss), eps, steps, 1, norm, batch_size), nb))
+  if s.square_queries and s.protocol != "rand":
+    cascade.run(f"square:{s.square_queries}q", _generator(
+        square(target.estimator(), eps, s.square_queries, norm, batch_size, s.seed), nb))
+
+
 def run_audit(model, x, y, eps, settings=None, *, transfer_sets=None, whitebox=None,
               blackbox=None, draws_mode=None, every_example=False, input_shape=None,
               num_classes=None, log=print, verbose=True, **overrides):
@@ -247,27 +276,7 @@ def run_audit(model, x, y, eps, settings=None, *, transfer_sets=None, whitebox=N
   cascade = Cascade(est, x, y, log=log, every_example=every_example)
   log(f"audit ({protocol}): clean accuracy {cascade.clean:.1f}% on {len(x)} images, "
       f"ε={eps} ({norm})")
-  nb = target.num_classes
-  if protocol == "full":
-    for name, x_adv in sets.items():
-      cascade.fixed_set(f"transfer:{name}", x_adv)
-    if target.has_posterior:
-      mean = Target(posterior_mean_model(model)).estimator()
-      cascade.run("transfer:posterior_mean", eot_pgd(mean, eps, steps, 1, norm, seed, batch_size))
-    for r in eot:
-      cascade.run(f"eot_pgd:R={r}", eot_pgd(target.estimator(r), eps, steps, restarts, norm,
-                                            seed, batch_size))
-    ests = (target.estimator(apgd_eot), target.estimator(apgd_eot, loss="dlr"))
-    cascade.run(f"autoattack(apgd_ce,apgd_dlr):R={apgd_eot}", _generator(
-        autoattack(ests, eps, steps, restarts, norm, batch_size), nb))
-  else:
-    r = rand_eot if protocol == "rand" else 1
-    for loss in ("ce", "dlr"):
-      cascade.run(f"apgd_{loss}:R={r}", _generator(
-          apgd(target.estimator(r, loss=loss), eps, steps, 1, norm, batch_size), nb))
-  if square_queries and protocol != "rand":
-    cascade.run(f"square:{square_queries}q", _generator(
-        square(target.estimator(), eps, square_queries, norm, batch_size, seed), nb))
+  _run_protocol(cascade, model, target, sets, eps, settings, eot, apgd_eot, rand_eot)
   scorer = target.estimator()  # passes drawn after every attack, on a stream of their own
   expected = {"robust": expected_accuracy(scorer, cascade.chosen, y, passes),
               "clean": expected_accuracy(scorer, x, y, passes)}
