@@ -57,6 +57,26 @@ common.validate("seeds", common.int_list(0))
 common.validate("diversity_n", cfg.POSITIVE_INT)
 
 
+def rand_stage(report, grid, configs, base, runner_of, gain):
+  """AutoAttack's rand version (``grid.rand_audit()``) on every row of ``configs`` whose PGD
+  beats its Bayesian baseline's by ``gain`` points (``study.rand_candidates``), once each:
+  written into the row as ``audit_rand`` (and its seconds)."""
+  from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  everything = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value))
+  by_name = {c.name: c for c in configs}
+  for name, row in study.rand_candidates(configs, everything, base, report.data, gain):
+    path = ("configs", name, "rows", row)
+    if report.get(*path, "audit_rand") is not None:
+      continue
+    print(f"{name} {row}: the rand protocol's audit (PGD gain ≥ {gain:g})", flush=True)
+    t0 = time.time()
+    _, audit_rand = tables.audit_row(runner_of(by_name[name].settings(base)),
+                                     cfg.parse_method(row, grid.dataset), report.get(*path),
+                                     None, grid.rand_audit())
+    report.set(path + ("audit_rand_seconds",), time.time() - t0)
+    report.put(path + ("audit_rand",), audit_rand)
+
+
 def main(argv):
   del argv
   from d3_tf import audit, experiment, pipeline, plots, tables  # pylint: disable=g-import-not-at-top
@@ -134,19 +154,7 @@ def main(argv):
                       lambda r, runner=runner, c=c: evaluate(runner, c.name, r), seed=s.seed)
   gain = grid.rand_gain if _RAND_GAIN.value is None else _RAND_GAIN.value
   if _AUDIT.value and gain != float("inf"):
-    everything = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value))
-    by_name = {c.name: c for c in configs}
-    for name, row in study.rand_candidates(configs, everything, base, report.data, gain):
-      if report.get("configs", name, "rows", row, "audit_rand") is not None:
-        continue
-      print(f"{name} {row}: the rand protocol's audit (PGD gain ≥ {gain:g})", flush=True)
-      t0, s = time.time(), by_name[name].settings(base)
-      runner = runner_of(s)
-      method = cfg.parse_method(row, grid.dataset)
-      _, audit_rand = tables.audit_row(runner, method, report.get("configs", name, "rows", row),
-                                       None, grid.rand_audit())
-      report.set(("configs", name, "rows", row, "audit_rand_seconds"), time.time() - t0)
-      report.put(("configs", name, "rows", row, "audit_rand"), audit_rand)
+    rand_stage(report, grid, configs, base, runner_of, gain)
   results = report.save()
   print(study.markdown(results))
   print(f"results: {report.path}" + "".join(f", {f}" for f in figures if f))
