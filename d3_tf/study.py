@@ -169,9 +169,7 @@ def _cifar_grid():
   """{means, printed sums} × ρ₀ for M and M-S; BVGG16 once per ρ₀ (its loss has no Ω); the
   verdict cell (sums, ρ₀ = −3) once more trained from scratch (no warm start: does the warm
   start change the answer?)."""
-  out = [config("cifar/sum/-3/loss/scratch", ["BVGG16", "M-S"], penalty_reduction="sum",
-                posterior_init=-3.0, lambda_s=CIFAR_SUM_LAMBDA_S, warm_start_lr=0.0,
-                **CIFAR_BUDGET)]
+  out = []
   for init in CIFAR_INITS:
     out.append(config(f"cifar/bvgg16/{init:g}", ["BVGG16"], posterior_init=init,
                       **CIFAR_BUDGET))
@@ -180,7 +178,9 @@ def _cifar_grid():
       out.append(config("cifar/" + _reading_name(reduction, init, "loss"), ["M", "M-S"],
                         penalty_reduction=reduction, posterior_init=init, **scale,
                         **CIFAR_BUDGET))
-  return out[1:] + out[:1]
+  return out + [config("cifar/sum/-3/loss/scratch", ["BVGG16", "M-S"], penalty_reduction="sum",
+                       posterior_init=-3.0, lambda_s=CIFAR_SUM_LAMBDA_S, warm_start_lr=0.0,
+                       **CIFAR_BUDGET)]
 
 
 def _cifar_smoke_grid():
