@@ -4,9 +4,12 @@ A row's folder (``d3_tf.experiment.Runner``) holds a backup of the training stat
 optimizer, epoch and step), written at the end of every epoch and every ``every_seconds``
 within one, so that a killed run loses at most that much work; ``train_time.json`` (training
 seconds summed over the resumed runs, written with each backup); ``epochs.json`` (Figure 1's
-per-epoch accuracies) and ``epoch_<e>/`` (the weights kept after chosen epochs).
+per-epoch accuracies), ``log.csv`` (every epoch's training logs) and ``epoch_<e>/`` (the
+weights kept after chosen epochs).
 """
 
+import csv
+import io
 import json
 import os
 import time
@@ -112,3 +115,31 @@ class KeepEpochs(tf_keras.callbacks.Callback):
     if epoch + 1 in self.epochs:
       path = os.path.join(self.folder, f"epoch_{epoch + 1}")
       self.model.save_weights(os.path.join(distribute.writable(path), "weights"))
+
+
+class EpochCsv(tf_keras.callbacks.Callback):
+  """Each epoch's logs as a row of the CSV file ``path`` (first column ``epoch``, 0-based).
+
+  The file is rewritten whole at every epoch, atomically, with the union of every row's keys as
+  its header (a row lacks a key: empty cell), and a repeated epoch (a run resumed after it was
+  logged) replaces its row. Keras' ``CSVLogger(append=True)`` instead appends rows under the
+  file's old header, which misaligns every column once a continued run logs other keys.
+  """
+
+  def __init__(self, path):
+    super().__init__()
+    self.path = path
+
+  def on_epoch_end(self, epoch, logs=None):
+    rows = []
+    if os.path.exists(self.path):
+      with open(self.path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["epoch"] != str(epoch)]
+    rows.append({"epoch": str(epoch), **{k: str(float(v)) for k, v in sorted((logs or {}).items())}})
+    rows.sort(key=lambda r: int(r["epoch"]))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)),
+                            restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(self.path, text.getvalue())

@@ -16,7 +16,7 @@ import shutil
 import tf_keras
 
 from d3_tf import data, distribute, progress
-from d3_tf.callbacks import BACKUP_SECONDS, Backup
+from d3_tf.callbacks import BACKUP_SECONDS, Backup, EpochCsv
 from d3_tf.settings import ConfigError, Settings, conventional_training
 from d3_tf.store import atomic_write, read_json
 
@@ -86,7 +86,7 @@ class RowStore:
         callbacks=[*callbacks,
                    Backup(os.path.join(folder, "backup"),
                           os.path.join(folder, "train_time.json"), len(x), self.backup_seconds),
-                   tf_keras.callbacks.CSVLogger(os.path.join(logs, "log.csv"), append=True),
+                   EpochCsv(os.path.join(logs, "log.csv")),
                    tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"))])
     self.save(model, name)
     return model

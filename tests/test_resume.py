@@ -160,3 +160,16 @@ def test_a_row_continues_another_folders_row_to_more_epochs(tmp_path, mnist_smal
   with pytest.raises(ConfigError, match="cannot be continued"):  # nothing left to train
     experiment.Runner(again, str(tmp_path / "again"), (x[:128], y[:128]),
                       (x[:8], y[:8])).store.continue_row(model, "BNN")
+
+
+def test_the_epoch_log_keeps_one_header_when_a_continued_run_logs_more_keys(tmp_path):
+  path = str(tmp_path / "log.csv")
+  first = callbacks.EpochCsv(path)
+  first.on_epoch_end(0, {"loss": 2.5, "accuracy": 0.5})
+  first.on_epoch_end(1, {"loss": 1.5, "accuracy": 0.75})
+  later = callbacks.EpochCsv(path)  # a continued run whose epochs also log attack accuracies
+  later.on_epoch_end(2, {"loss": 1.0, "accuracy": 0.875, "attack_pgd": 12.5})
+  later.on_epoch_end(1, {"loss": 1.25, "accuracy": 0.8, "attack_pgd": 10.0})  # epoch 1 repeated
+  assert open(path).read().splitlines() == [
+      "epoch,accuracy,loss,attack_pgd",
+      "0,0.5,2.5,", "1,0.8,1.25,10.0", "2,0.875,1.0,12.5"]
