@@ -173,14 +173,17 @@ class Runner:
 
 
 def trained_rows(folder, rows):
-  """{row: model}: the trained deterministic ``rows`` of the model folder ``folder``."""
+  """{row: model}: the trained deterministic ``rows`` of the model folder ``folder``: table
+  rows or its dataset's surrogates (``Benchmark.surrogates``, in their own architecture)."""
   from d3_tf import saved  # pylint: disable=g-import-not-at-top
   out = {}
   for row in rows:
     s = trained_row(folder, row)
-    if parse_method(row, s.dataset).bayesian:
+    surrogate = {g.name: g for g in BENCHMARKS[s.dataset].surrogates}.get(row)
+    if not surrogate and parse_method(row, s.dataset).bayesian:
       raise ConfigError(f"surrogate {row}: a deterministic row is needed")
-    out[row] = saved.load(os.path.join(folder, row, "final", "weights"), s.arch, width=s.width)
+    out[row] = saved.load(os.path.join(folder, row, "final", "weights"),
+                          surrogate.arch if surrogate else s.arch, width=s.width)
   return out
 
 

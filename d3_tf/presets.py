@@ -146,6 +146,11 @@ class Sources:
 CIFAR_TRAINED = "results/cifar_table2/robust_mix/models/cifar10-vgg16-8f270ab632"
 CIFAR_SOURCES = Sources(conventional_from=CIFAR_TRAINED, surrogates_from=CIFAR_TRAINED,
                         surrogates=("VGG16", "Adv-CNN"))
+# MNIST's strong surrogates: the robust folder's MadryLab-architecture networks, natural and
+# PGD-trained on all 60k images (the black-box column of the 100-epoch runs).
+MNIST_TRAINED = "results/mnist_table1/robust/models/mnist-mnist_cnn-96fe1abc2d"
+MNIST_SOURCES = Sources(surrogates_from=MNIST_TRAINED,
+                        surrogates=("madry_natural", "madry_adversarial"))
 # CIFAR-10 at the reading that gave MNIST its pattern (the verdict reading's printed sums and
 # ρ₀ = −3), λS scaled down from the printed 20 as on MNIST (0.02: the CIFAR study's
 # CIFAR_SUM_LAMBDA_S), 2 epochs from the trained VGG16, on the cpu preset's protocol: Tables

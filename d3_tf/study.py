@@ -220,7 +220,7 @@ class Grid:
 
 GRIDS = {"main": Grid(_main_grid), "init": Grid(_init_grid), "lambda_s": Grid(_lambda_s_grid),
          "lambda_m": Grid(_lambda_m_grid), "verdict": Grid(_verdict_grid),
-         "long": Grid(_long_grid), "full": Grid(_full_grid), "smoke": Grid(_smoke_grid, smoke=True),
+         "long": Grid(_long_grid), "full": Grid(_full_grid, sources=presets.MNIST_SOURCES), "smoke": Grid(_smoke_grid, smoke=True),
          "cifar": Grid(_cifar_grid, dataset="cifar10", sources=presets.CIFAR_SOURCES,
                        rand_gain=3.0),
          "cifar_smoke": Grid(_cifar_smoke_grid, dataset="cifar10", smoke=True)}

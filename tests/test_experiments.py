@@ -455,6 +455,12 @@ def test_blackbox_sets_from_the_rows_of_another_model_folder(tmp_path, mnist_sma
   for a, b in zip(runner.conventional().get_weights(), cnn.get_weights()):
     np.testing.assert_array_equal(a, b)
   assert runner.store.is_trained("CNN")
+  madry = training.build("madry_mnist", bayesian=False, seed=4)  # a surrogate, its own arch
+  madry.save_weights(os.path.join(theirs, "madry_natural", "final", "weights"))
+  loaded = experiment.trained_rows(theirs, ("madry_natural",))["madry_natural"]
+  assert len(loaded.weights) == len(madry.weights) > 0
+  for a, b in zip(loaded.get_weights(), madry.get_weights()):
+    np.testing.assert_array_equal(a, b)
   bayesian = dataclasses.replace(sources, surrogates=("BNN",))
   with pytest.raises(experiment.ConfigError, match="no trained BNN row"):
     experiment.Runner(mine, str(tmp_path / "b"), (x[:8], y[:8]), (xt, yt),
