@@ -173,3 +173,27 @@ def sanity_numbers(estimator, x, y, eps, make_pgd, norm="inf", verbose=True):
   by_steps = [(s, acc(make_pgd(eps, 2.5 * eps / s, s))) for s in (10, 40, 100)]
   eps_one = acc(make_pgd(1.0, 0.1, 20)) if attacks.norm_value(norm) == np.inf else None
   return {"eps_one": eps_one, "by_eps": by_eps, "by_steps": by_steps}
+
+
+def gradient_stats(estimator, x, y, batch_size=200):
+  """Share (%) of inputs whose input gradient is exactly zero, and the median logit margin.
+
+  The gradient is that of the cross-entropy of the K-draw logit average (what PGD
+  follows); the margin is the true-class logit minus the largest other logit of that
+  average (negative when misclassified).
+  """
+  zero, margins = 0, []
+  for start in range(0, len(x), batch_size):
+    xb = tf.constant(x[start:start + batch_size])
+    yb = tf.constant(y[start:start + batch_size], tf.int32)
+    with tf.GradientTape() as tape:
+      tape.watch(xb)
+      logits = estimator.model(xb)
+      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+    grads = tape.gradient(loss, xb).numpy().reshape(len(xb), -1)
+    zero += int(np.sum(np.all(grads == 0.0, axis=1)))
+    true = np.take_along_axis(logits.numpy(), yb.numpy()[:, None], axis=1)[:, 0]
+    other = np.where(np.eye(logits.shape[-1], dtype=bool)[yb.numpy()], -np.inf, logits.numpy())
+    margins.append(true - other.max(axis=1))
+  return {"zero_gradient_pct": 100.0 * zero / len(x),
+          "median_logit_margin": float(np.median(np.concatenate(margins)))}

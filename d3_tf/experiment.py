@@ -49,6 +49,15 @@ class Runner:
       self._models[method.name] = self._load_or_train(method)
     return self._models[method.name]
 
+  def at_epoch(self, method, epoch):
+    """Makes row ``method`` of this runner (its evaluation, audits and measurements) the
+    weights it kept after ``epoch``; False when that epoch was not kept (yet)."""
+    weights = self.store.kept(method.name, epoch)
+    if weights:
+      self._models[method.name] = self.store.load(self.plan.build(method, len(self.x)),
+                                                  method.name, weights)
+    return weights is not None
+
   def _load_or_train(self, method):
     if self.store.is_trained(method.name):  # loading a row needs no offline set
       return self.store.load(self.plan.build(method, len(self.x)), method.name)

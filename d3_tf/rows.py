@@ -61,9 +61,16 @@ class RowStore:
   def final(self, name):
     return os.path.join(self.row_dir(name), "final", "weights")
 
-  def load(self, model, name):
-    model.load_weights(self.final(name)).expect_partial()
-    self.log(f"  {name}: trained model found, loaded")
+  def kept(self, name, epoch):
+    """The weights of row ``name`` kept after ``epoch`` (``callbacks.KeepEpochs``), None when
+    that epoch was not kept (yet)."""
+    path = os.path.join(self.row_dir(name), f"epoch_{epoch}", "weights")
+    return path if os.path.exists(path + ".index") else None
+
+  def load(self, model, name, weights=None):
+    """``model`` with the final weights of row ``name`` (or the prefix ``weights``)."""
+    model.load_weights(weights or self.final(name)).expect_partial()
+    self.log(f"  {name}: {'kept weights' if weights else 'trained model'} found, loaded")
     return model
 
   def save(self, model, name):

@@ -146,7 +146,7 @@ def _full_grid():
 def _smoke_grid():
   """Seconds per row on the embedded slice: the binary end to end (tests)."""
   return [config(_reading_name("sum", -5.0, "loss"), ["BNN", "M"], penalty_reduction="sum",
-                 epoch_eval_n=8),  # with the per-epoch log, as the long runs
+                 epoch_eval_n=8, keep_epochs=(1,)),  # the per-epoch log and a kept epoch
           config(_reading_name("mean", -5.0, "loss"), ["M"], penalty_reduction="mean")]
 
 
@@ -255,32 +255,6 @@ def grid(name, seeds=(0,), only=None, rows=None):
   return out
 
 
-def gradient_stats(estimator, x, y, batch_size=200):
-  """Share (%) of inputs whose input gradient is exactly zero, and the median logit margin.
-
-  The gradient is that of the cross-entropy of the K-draw logit average (what PGD
-  follows); the margin is the true-class logit minus the largest other logit of that
-  average (negative when misclassified).
-  """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  zero, margins = 0, []
-  for start in range(0, len(x), batch_size):
-    xb = tf.constant(x[start:start + batch_size])
-    yb = tf.constant(y[start:start + batch_size], tf.int32)
-    with tf.GradientTape() as tape:
-      tape.watch(xb)
-      logits = estimator.model(xb)
-      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
-    grads = tape.gradient(loss, xb).numpy().reshape(len(xb), -1)
-    zero += int(np.sum(np.all(grads == 0.0, axis=1)))
-    true = np.take_along_axis(logits.numpy(), yb.numpy()[:, None], axis=1)[:, 0]
-    other = np.where(np.eye(logits.shape[-1], dtype=bool)[yb.numpy()], -np.inf, logits.numpy())
-    margins.append(true - other.max(axis=1))
-  return {"zero_gradient_pct": 100.0 * zero / len(x),
-          "median_logit_margin": float(np.median(np.concatenate(margins)))}
-
-
 # Settings fields a row and its Bayesian baseline share: the baseline is the plain-ELBO row
 # trained on the same posterior, data, budget, start and seed.
 BASELINE_FIELDS = ("posterior_init", "seed", "warm_start_lr", "n_train", "epochs")
@@ -338,6 +312,35 @@ def figure1(results, configs, base, rows_dir, path):
                        paper_epoch=bench.paper_epochs, paper_title=bench.table_title)
 
 
+_COLUMNS = ("| clean | FGSM | PGD | black-box | audited | rand | ΩM | ΩS | σ | σ/w | zero grad | "
+            "margin | train s | eval s |")
+
+
+def _fmt(v, f="{:.1f}"):
+  return "—" if v is None else f.format(v)
+
+
+def _audited(r, key):
+  if r.get(key) is None:
+    return "—"
+  worst, expected = r[key].get("audited_robust_accuracy"), r[key].get("expected_robust_accuracy")
+  return _fmt(worst) + ("" if expected is None else f" / {_fmt(expected)}")
+
+
+def _cells(r):
+  """The cells of a study row from clean to eval s (``_COLUMNS``)."""
+  d = r.get("diversity", {})
+  return (f" {_fmt(r.get('clean'))} | {_fmt(r.get('fgsm'))} | "
+          f"{_fmt(r.get('pgd'))} | {_fmt(r.get('blackbox'))} | "
+          f"{_audited(r, 'audit') if 'audit' in r else _fmt(r.get('audited'))} | "
+          f"{_audited(r, 'audit_rand')} | "
+          f"{_fmt(d.get('omega_m'), '{:.3f}')} | {_fmt(d.get('omega_s'), '{:.1f}')} | "
+          f"{_fmt(d.get('sigma_median'), '{:.4f}')} | {_fmt(d.get('sigma_over_weight'), '{:.2f}')} | "
+          f"{_fmt(r.get('zero_gradient_pct'))} | "
+          f"{_fmt(r.get('median_logit_margin'), '{:.2f}')} | "
+          f"{_fmt(r.get('train_seconds'), '{:.0f}')} | {_fmt(r.get('eval_seconds'), '{:.0f}')} |")
+
+
 def markdown(results):
   """One line per configuration and row: the paper's columns, the audit and the mechanism."""
   lines = [f"# Verdict study — grid `{results['grid']}`", "",
@@ -352,30 +355,24 @@ def markdown(results):
            "the |posterior mean| of its weight; zero grad: % of test "
            "inputs whose input gradient is exactly 0; margin: median logit margin; eval s: "
            "seconds of evaluation, audit and measurements.", "",
-           "| configuration | row | clean | FGSM | PGD | black-box | audited | rand | ΩM | ΩS | "
-           "σ | σ/w | zero grad | margin | train s | eval s |", "|---" * 16 + "|"]
-  fmt = lambda v, f="{:.1f}": "—" if v is None else f.format(v)
-
-  def audited(r, key):
-    if r.get(key) is None:
-      return "—"
-    worst, expected = r[key].get("audited_robust_accuracy"), r[key].get(
-        "expected_robust_accuracy")
-    return fmt(worst) + ("" if expected is None else f" / {fmt(expected)}")
-
+           "| configuration | row " + _COLUMNS, "|---" * 16 + "|"]
   for name, entry in results["configs"].items():
     for row, r in entry["rows"].items():
-      d = r.get("diversity", {})
-      lines.append(
-          f"| {name} | {row} | {fmt(r.get('clean'))} | {fmt(r.get('fgsm'))} | "
-          f"{fmt(r.get('pgd'))} | {fmt(r.get('blackbox'))} | "
-          f"{audited(r, 'audit') if 'audit' in r else fmt(r.get('audited'))} | "
-          f"{audited(r, 'audit_rand')} | "
-          f"{fmt(d.get('omega_m'), '{:.3f}')} | {fmt(d.get('omega_s'), '{:.1f}')} | "
-          f"{fmt(d.get('sigma_median'), '{:.4f}')} | {fmt(d.get('sigma_over_weight'), '{:.2f}')} | "
-          f"{fmt(r.get('zero_gradient_pct'))} | "
-          f"{fmt(r.get('median_logit_margin'), '{:.2f}')} | "
-          f"{fmt(r.get('train_seconds'), '{:.0f}')} | {fmt(r.get('eval_seconds'), '{:.0f}')} |")
+      lines.append(f"| {name} | {row} |" + _cells(r))
+  return "\n".join(lines) + "\n"
+
+
+def checkpoints_markdown(results):
+  """The weights kept after chosen epochs (``--checkpoints``): the study's columns, per epoch."""
+  lines = [f"# Kept epochs — grid `{results['grid']}`", "",
+           "The columns of study.md, for the weights each row kept after the epoch given "
+           "(`--keep_epochs`), evaluated while or after it trains; rand: AutoAttack's rand "
+           "version on every one; train s: —, the seconds up to an epoch are not kept.", "",
+           "| configuration | row | epoch " + _COLUMNS, "|---" * 17 + "|"]
+  for name, entry in results["configs"].items():
+    for row, kept in entry["rows"].items():
+      for epoch in sorted(kept, key=int):
+        lines.append(f"| {name} | {row} | {epoch} |" + _cells(kept[epoch]))
   return "\n".join(lines) + "\n"
 
 

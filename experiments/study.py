@@ -53,7 +53,13 @@ _RAND_GAIN = flags.DEFINE_float(
     "random models: APGD-CE/DLR, EOT 20) of every row whose PGD beats the Bayesian baseline's "
     "(BNN / BVGG16 on the same posterior, data, budget and seed) by this many points or more. "
     "Default: the grid's (3 for cifar, none (inf) for the others).")
+_CHECKPOINTS = flags.DEFINE_list(
+    "checkpoints", None, "Instead of training: evaluate and audit the weights the chosen rows "
+    "kept after these epochs (--keep_epochs), e.g. 10,25,50,100: every one kept and not done "
+    "yet, with the rand protocol's audit too, into <output_dir>/checkpoints.{json,md}. Runs "
+    "beside the grid's training run; epochs not reached yet are left for a later run.")
 common.validate("seeds", common.int_list(0))
+common.validate("checkpoints", common.int_list(1))
 common.validate("diversity_n", cfg.POSITIVE_INT)
 
 
@@ -77,9 +83,45 @@ def rand_stage(report, grid, configs, base, runner_of, gain):
     report.put(path + ("audit_rand",), audit_rand)
 
 
+def checkpoint_stage(out, configs, base, runner_of, evaluate, grid):
+  """The weights each row of ``configs`` kept after the --checkpoints epochs: the study's
+  evaluation (``evaluate``), written, then the rand protocol's audit (a killed run resumes at
+  the audit), into checkpoints.json and checkpoints.md."""
+  from d3_tf import pipeline, tables  # pylint: disable=g-import-not-at-top
+  rand = grid.rand_audit()
+  report = pipeline.Report(os.path.join(out, "checkpoints.json"), study.checkpoints_markdown,
+                           {"grid": _GRID.value, "configs": {}},
+                           header=dict(pipeline.provenance("study"), audit=grid.audit().record(),
+                                       rand_audit=rand.record()))
+  for c in configs:
+    runner = runner_of(c.settings(base))
+    for name in c.rows:
+      method = cfg.parse_method(name, grid.dataset)
+      path = lambda epoch, name=name, c=c: ("configs", c.name, "rows", name, epoch)
+
+      def one(epoch, runner=runner, method=method, path=path, config=c.name):
+        runner.at_epoch(method, int(epoch))
+        row = report.get(*path(epoch))
+        if row is None:
+          row = evaluate(runner, f"{config} epoch {epoch}", method.name)
+          row.pop("epochs", None)
+          row.pop("train_seconds", None)  # the run's seconds so far, not up to this epoch
+          report.put(path(epoch), row)
+        print(f"{config} {method.name} epoch {epoch}: the rand protocol's audit", flush=True)
+        t0 = time.time()
+        _, row["audit_rand"] = tables.audit_row(runner, method, row, None, rand)
+        row["audit_rand_seconds"] = time.time() - t0
+        return row
+
+      kept = [e for e in _CHECKPOINTS.value if runner.store.kept(name, int(e))]
+      pipeline.run_rows(report, kept, path, one, seed=runner.s.seed,
+                        done=lambda row: row is not None and "audit_rand" in row)
+  print(study.checkpoints_markdown(report.save()))
+
+
 def main(argv):
   del argv
-  from d3_tf import audit, experiment, pipeline, plots, tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import audit, audit_checks, experiment, pipeline, plots, tables  # pylint: disable=g-import-not-at-top
   grid = study.GRIDS[_GRID.value]
   configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value,
                        _ROWS.value)
@@ -128,7 +170,7 @@ def main(argv):
     if method.bayesian:
       n = min(_DIVERSITY_N.value, len(runner.xe))
       row["diversity"] = audit.direction_diversity(model, runner.xe[:n], runner.ye[:n])
-    row.update(study.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
+    row.update(audit_checks.gradient_stats(runner.classifier(model), runner.xe, runner.ye))
     row["eval_seconds"] = time.time() - t_eval
     # Which surrogates made the sets: they are retrained where --models_dir lacks them.
     row["provenance"] = {"blackbox_sets": {
@@ -141,6 +183,9 @@ def main(argv):
   runner_of = lambda s: experiment.Runner(s, rows_dir, (x[:s.n_train or None],
                                                        y[:s.n_train or None]), (xt, yt),
                                           sources=grid.sources)
+  if _CHECKPOINTS.value:
+    checkpoint_stage(out, configs, base, runner_of, evaluate, grid)
+    return
   for c in configs:
     s = c.settings(base)
     report.set(("configs", c.name, "overrides"), dict(c.overrides))

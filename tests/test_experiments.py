@@ -341,6 +341,21 @@ def test_study_smoke_grid_end_to_end_resume_and_rand_stage(tmp_path):
   assert worst in (tmp_path / "out" / "study.md").read_text()
   assert "rand protocol" not in run_binary("study", *args, "--rand_gain=-100",
                                            cwd=tmp_path).stdout  # done: not again
+  # the weights kept after epoch 1 (epoch 2 was not kept), evaluated beside the results
+  kept = run_binary("study", *args, "--checkpoints", "1,2", "--rows", "M", cwd=tmp_path)
+  assert kept.returncode == 0, kept.stderr[-3000:]
+  assert "kept weights found, loaded" in kept.stdout and "row M: training" not in kept.stdout
+  assert json.load(open(tmp_path / "out" / "results.json"))["configs"] == configs
+  checkpoints = json.load(open(tmp_path / "out" / "checkpoints.json"))
+  assert list(checkpoints["configs"]) == ["sum/-5/loss"]  # mean/-5/loss keeps no epoch
+  [(epoch, row)] = checkpoints["configs"]["sum/-5/loss"]["rows"]["M"].items()
+  assert epoch == "1" and "epochs" not in row and row["provenance"]["git_commit"]
+  assert row["audit"]["protocol"] == "full" and row["audit_rand"]["protocol"] == "rand"
+  assert row["audit_rand"]["audited_robust_accuracy"] <= row["audit_rand"]["clean"]
+  assert 0 < row["diversity"]["omega_m"] <= 1 + 1e-6
+  assert "| sum/-5/loss | M | 1 | " in (tmp_path / "out" / "checkpoints.md").read_text()
+  assert "already done" in run_binary("study", *args, "--checkpoints", "1", "--rows", "M",
+                                      cwd=tmp_path).stdout
 
 
 @needs_data_dir
