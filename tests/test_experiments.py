@@ -242,6 +242,7 @@ PINNED_STUDY_HASHES = {
     ("full", "full/verdict/continued"): "20b1f50b7d",
     ("cifar", "cifar/bvgg16/-3"): "43cb4bfa8b", ("cifar", "cifar/sum/-3/loss"): "a8fa1f6423",
     ("cifar", "cifar/bvgg16/-2"): "7c46e6bcef", ("cifar", "cifar/sum/-2/loss"): "01b33324fc",
+    ("cifar", "cifar/bvgg16/-1"): "2b932cd024", ("cifar", "cifar/sum/-1/loss"): "de4ba52537",
 }
 
 

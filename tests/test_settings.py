@@ -221,7 +221,7 @@ def test_cifar_verdict_preset_is_the_grid_cell_at_the_mnist_verdict_reading():
   assert dataclasses.replace(scratch, warm_start_lr=preset.warm_start_lr).training_hash() == \
       preset.training_hash()
   assert all(s.warm_start_lr == preset.warm_start_lr for s in configs.values())
-  assert {s.posterior_init for s in configs.values()} == {-5.0, -3.0, -2.0, -1.0}
+  assert {s.posterior_init for s in configs.values()} == {-5.0, -3.0, -2.0, -1.5, -1.0}
   assert study.GRIDS["cifar"].rand_gain == 3.0 and study.GRIDS["cifar"].rand_audit().eot
 
 
