@@ -127,9 +127,15 @@ def _finish(train, test, n_train, n_test):
   (xtr, ytr), (xte, yte) = train, test
   xtr, ytr = _slice(xtr, ytr, n_train)
   xte, yte = _slice(xte, yte, n_test)
-  to_float = lambda x: (x.astype(np.float32) / 255.0)
-  return ((to_float(xtr), ytr.astype(np.int64)),
-          (to_float(xte), yte.astype(np.int64)))
+  return ((_to_float(xtr), ytr.astype(np.int64)),
+          (_to_float(xte), yte.astype(np.int64)))
+
+
+def _to_float(x):
+  """uint8 pixels as float32 in [0, 1], divided in place (one float copy of the images)."""
+  out = x.astype(np.float32)
+  out /= 255.0
+  return out
 
 
 def _mnist_from_dir(folder, md5s):
