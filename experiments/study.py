@@ -17,8 +17,8 @@ continues from its last epoch.
                                                           # the verdict's; models kept beside the results
   python -m experiments.study --grid full --configs full/verdict --rows M --keep_models
                                                     # the paper's 100 epochs of 60k images
-  python -m experiments.study --grid full --configs full/verdict/continued --keep_models \
-      --checkpoints 10,25,50,100                    # audit the kept epochs beside the training
+  python -m experiments.study --grid full --configs full/verdict/continued --keep_models --checkpoints 10,25,50,100
+                                                    # audits its kept epochs beside the training
   python -m experiments.study --grid main --configs sum/-3/loss --rows M --seeds 1,2
   python -m experiments.study --grid cifar --configs cifar/bvgg16/-3,cifar/sum/-3/loss --keep_models
                                                     # CIFAR-10 at MNIST's verdict reading; rows
