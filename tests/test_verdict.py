@@ -176,8 +176,8 @@ def test_git_commit_ignores_results_but_not_code(tmp_path):
 
 
 def test_every_committed_table_regenerates_from_its_results():
-  """The renderers keep every committed table.md and study.md: regenerated from its
-  results.json, each is the committed file byte for byte."""
+  """The renderers keep every committed table.md, study.md and checkpoints.md: regenerated
+  from its JSON, each is the committed file byte for byte."""
   import glob  # pylint: disable=g-import-not-at-top
   from d3_tf import tables  # pylint: disable=g-import-not-at-top
   from d3_tf import study  # pylint: disable=g-import-not-at-top
@@ -194,4 +194,8 @@ def test_every_committed_table_regenerates_from_its_results():
     if binary in render and os.path.exists(table):
       assert render[binary](results) == open(table).read(), path
       checked += 1
-  assert checked >= 19  # 13 tables, 7 study grids
+  for path in glob.glob(os.path.join(root, "results", "study", "*", "checkpoints.json")):
+    kept = open(os.path.join(os.path.dirname(path), "checkpoints.md")).read()
+    assert study.checkpoints_markdown(json.load(open(path))) == kept, path
+    checked += 1
+  assert checked >= 21  # 13 tables, 7 study grids, the full grid's kept epochs
