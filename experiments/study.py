@@ -65,23 +65,30 @@ common.validate("checkpoints", common.int_list(1))
 common.validate("diversity_n", cfg.POSITIVE_INT)
 
 
+def _audit_rand(runner, method, row, audit, label):
+  """(result, seconds) of AutoAttack's rand version (``audit``) on the images ``row`` was
+  audited on, announced as ``label``."""
+  from d3_tf import tables  # pylint: disable=g-import-not-at-top
+  print(f"{label}: the rand protocol's audit", flush=True)
+  t0 = time.time()
+  _, result = tables.audit_row(runner, method, row, None, audit)
+  return result, time.time() - t0
+
+
 def rand_stage(report, grid, configs, base, runner_of, gain):
   """AutoAttack's rand version (``grid.rand_audit()``) on every row of ``configs`` whose PGD
   beats its Bayesian baseline's by ``gain`` points (``study.rand_candidates``), once each:
   written into the row as ``audit_rand`` (and its seconds)."""
-  from d3_tf import tables  # pylint: disable=g-import-not-at-top
   everything = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value))
   by_name = {c.name: c for c in configs}
   for name, row in study.rand_candidates(configs, everything, base, report.data, gain):
     path = ("configs", name, "rows", row)
     if report.get(*path, "audit_rand") is not None:
       continue
-    print(f"{name} {row}: the rand protocol's audit (PGD gain ≥ {gain:g})", flush=True)
-    t0 = time.time()
-    _, audit_rand = tables.audit_row(runner_of(by_name[name].settings(base)),
-                                     cfg.parse_method(row, grid.dataset), report.get(*path),
-                                     None, grid.rand_audit())
-    report.set(path + ("audit_rand_seconds",), time.time() - t0)
+    audit_rand, seconds = _audit_rand(runner_of(by_name[name].settings(base)),
+                                      cfg.parse_method(row, grid.dataset), report.get(*path),
+                                      grid.rand_audit(), f"{name} {row} (PGD gain ≥ {gain:g})")
+    report.set(path + ("audit_rand_seconds",), seconds)
     report.put(path + ("audit_rand",), audit_rand)
 
 
@@ -89,7 +96,7 @@ def checkpoint_stage(out, configs, base, runner_of, evaluate, grid):
   """The weights each row of ``configs`` kept after the --checkpoints epochs: the study's
   evaluation (``evaluate``), written, then the rand protocol's audit (a killed run resumes at
   the audit), into checkpoints.json and checkpoints.md."""
-  from d3_tf import pipeline, tables  # pylint: disable=g-import-not-at-top
+  from d3_tf import pipeline  # pylint: disable=g-import-not-at-top
   rand = grid.rand_audit()
   report = pipeline.Report(os.path.join(out, "checkpoints.json"), study.checkpoints_markdown,
                            {"grid": _GRID.value, "configs": {}},
@@ -109,10 +116,8 @@ def checkpoint_stage(out, configs, base, runner_of, evaluate, grid):
           row.pop("epochs", None)
           row.pop("train_seconds", None)  # the run's seconds so far, not up to this epoch
           report.put(path(epoch), row)
-        print(f"{config} {method.name} epoch {epoch}: the rand protocol's audit", flush=True)
-        t0 = time.time()
-        _, row["audit_rand"] = tables.audit_row(runner, method, row, None, rand)
-        row["audit_rand_seconds"] = time.time() - t0
+        row["audit_rand"], row["audit_rand_seconds"] = _audit_rand(
+            runner, method, row, rand, f"{config} {method.name} epoch {epoch}")
         return row
 
       kept = [e for e in _CHECKPOINTS.value if runner.store.kept(name, int(e))]
