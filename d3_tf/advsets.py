@@ -48,11 +48,16 @@ def load(path):
 
 
 def generate_or_load(path, source_model, x, y, eps, eps_step, max_iter=40, norm="inf",
-                     random_start=False, seed=0, source_name="", batch_size=128):
+                     random_start=False, seed=0, source_name="", batch_size=128, chunk=16):
   """PGD examples against ``source_model``, cached at ``path``.
 
   The cache is reused when its metadata matches the attack settings and the
-  source model's current weights; otherwise the set is regenerated.
+  source model's current weights; otherwise the set is regenerated, ``chunk``
+  attack batches at a time. Each finished chunk is saved beside the cache
+  (``<path>.partial.npz``), so a run killed part way resumes at the next chunk;
+  the batches, and so the examples, are the same as in one pass. (With
+  ``random_start`` the random starts come from one seeded stream, which a
+  resumed run cannot rejoin: such a set starts over.)
 
   Returns:
     (x_adv, y, meta).
@@ -65,15 +70,41 @@ def generate_or_load(path, source_model, x, y, eps, eps_step, max_iter=40, norm=
     x_adv, y_saved, saved = load(path)
     if all(saved.get(k) == v for k, v in meta.items()) and np.array_equal(y_saved, y):
       return x_adv, y_saved, saved
+  partial = f"{path}.partial.npz"
+  advs, hits = _resume(partial, meta, y) if not random_start else ([], [0, 0])
   estimator = attacks.classifier(source_model)
   attack = attacks.pgd(estimator, eps, eps_step, max_iter, norm, random_start, batch_size, seed)
-  res = attacks.robust_accuracy(estimator, x, y, attack, batch_size, return_adv=True,
-                                desc=f"adversarial set {os.path.basename(path)}")
-  meta["source_clean_accuracy"] = res["clean"]
-  meta["source_adversarial_accuracy"] = res["adversarial"]
+  step = chunk * batch_size
+  for start in range(sum(len(a) for a in advs), len(x), step):
+    res = attacks.robust_accuracy(
+        estimator, x[start:start + step], y[start:start + step], attack, batch_size,
+        return_adv=True, desc=f"adversarial set {os.path.basename(path)} "
+        f"[{start:,}-{min(start + step, len(x)):,} of {len(x):,}]")
+    advs.append(res["x_adv"].astype(np.float32))
+    hits = [hits[0] + round(res["clean"] * res["n"] / 100),
+            hits[1] + round(res["adversarial"] * res["n"] / 100)]
+    if distribute.is_chief() and start + step < len(x):
+      done = np.concatenate(advs)
+      save(partial, done, y[:len(done)], dict(meta, clean_hits=hits[0], adversarial_hits=hits[1]))
+  x_adv = np.concatenate(advs)
+  meta["source_clean_accuracy"] = 100.0 * hits[0] / len(x)
+  meta["source_adversarial_accuracy"] = 100.0 * hits[1] / len(x)
   if distribute.is_chief():
-    save(path, res["x_adv"], y, meta)
-  return res["x_adv"].astype(np.float32), y.astype(np.int64), meta
+    save(path, x_adv, y, meta)
+    if os.path.exists(partial):
+      os.remove(partial)
+  return x_adv, y.astype(np.int64), meta
+
+
+def _resume(partial, meta, y):
+  """([x_adv done], [clean hits, adversarial hits]) of a killed run's chunks at ``partial``
+  when they were made with ``meta`` on the first labels of ``y``; else nothing done."""
+  if os.path.exists(partial):
+    x_done, y_done, saved = load(partial)
+    if all(saved.get(k) == v for k, v in meta.items()) and np.array_equal(
+        y_done, y[:len(y_done)]):
+      return [x_done], [saved["clean_hits"], saved["adversarial_hits"]]
+  return [], [0, 0]
 
 
 def append(x, y, x_adv, y_adv):

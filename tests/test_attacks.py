@@ -149,6 +149,41 @@ def test_saved_set_round_trip_and_cache(trained_cnn, tmp_path):
   assert xx.shape[0] == 32 and yy.shape == (32,)
 
 
+def test_saved_set_resumes_a_killed_run_at_its_next_chunk(trained_cnn, tmp_path, monkeypatch):
+  model, x, y = trained_cnn
+  args = (model, x[:40], y[:40], 0.3, 0.05, 5)
+  whole, _, meta = advsets.generate_or_load(str(tmp_path / "whole.npz"), *args, batch_size=8,
+                                            chunk=100)
+  path = str(tmp_path / "chunked.npz")
+  real, calls = attacks.robust_accuracy, []
+
+  def killed_after_two_chunks(*a, **k):
+    calls.append(len(a[1]))
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return real(*a, **k)
+
+  monkeypatch.setattr(attacks, "robust_accuracy", killed_after_two_chunks)
+  with pytest.raises(KeyboardInterrupt):
+    advsets.generate_or_load(path, *args, batch_size=8, chunk=2)
+  assert not os.path.exists(path) and advsets.load(path + ".partial.npz")[0].shape[0] == 32
+  calls.clear()
+  monkeypatch.setattr(attacks, "robust_accuracy", lambda *a, **k: calls.append(len(a[1])) or
+                      real(*a, **k))
+  xa, ya, meta2 = advsets.generate_or_load(path, *args, batch_size=8, chunk=2)
+  assert calls == [8]  # only the images not done yet
+  np.testing.assert_array_equal(xa, whole)  # the same batches: the same examples
+  np.testing.assert_array_equal(ya, y[:40])
+  assert meta2 == meta and not os.path.exists(path + ".partial.npz")
+  # a partial set made with other settings is not resumed
+  advsets.save(path + ".partial.npz", whole[:16], y[:16], dict(meta, eps=0.1, clean_hits=0,
+                                                                 adversarial_hits=0))
+  os.remove(path)
+  calls.clear()
+  advsets.generate_or_load(path, *args, batch_size=8, chunk=2)
+  assert calls == [16, 16, 8]
+
+
 def test_trunk_once_equals_full_passes(mnist_small):
   model = d3_tf.build("mnist_cnn", num_draws=3)
   x = tf.constant(mnist_small[2][:4])
