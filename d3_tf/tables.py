@@ -114,11 +114,13 @@ def table_markdown(results, published, title, clean_reference=None):
     label = f"{name} (not in the paper)" if name in EXTRA_ROWS else name
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if audited:
-    n_audit = next((row["audit"].get("n") for row in results["rows"].values()
-                    if isinstance(row.get("audit"), dict)), None)
+    audit = next((row["audit"] for row in results["rows"].values()
+                  if isinstance(row.get("audit"), dict)), {})
+    n_audit = audit.get("n")
+    square = audit.get("settings", {}).get("square_queries") != 0
     lines += ["", "Audited: per-example worst case over EOT-PGD, APGD-CE/DLR with EOT "
-              "(AutoAttack), Square and transfer attacks on the first "
-              + (f"{n_audit} " if n_audit else "") +
+              "(AutoAttack)" + (", Square" if square else "") + " and transfer attacks on the "
+              "first " + (f"{n_audit} " if n_audit else "") +
               "test images (experiments.audit; details in results.json)"
               + ("; expected: each example's chosen adversarial point re-scored over 20 "
                  "independent forward passes made after the attacks, averaged (for a random "

@@ -99,8 +99,11 @@ def test_table_note_gives_the_audited_image_count():
   results = {"preset": "cpu", "settings": s,
              "rows": {"M": dict(row, audited=0.5, audit={"n": 200}), "BNN": row}}
   text = tables.table_markdown(results, paper.TABLE1, "Table 1")
-  assert "attacks on the first 200 test images" in text
+  assert "attacks on the first 200 test images" in text and "Square and transfer" in text
   assert "| M |" in text and text.count("| 0.5 |") == 1
+  results["rows"]["M"]["audit"]["settings"] = {"square_queries": 0}  # an audit without Square
+  text = tables.table_markdown(results, paper.TABLE1, "Table 1")
+  assert "(AutoAttack) and transfer attacks" in text and "Square" not in text
   del results["rows"]["M"]["audit"]
   assert "attacks on the first test images" in tables.table_markdown(results, paper.TABLE1, "T")
 
