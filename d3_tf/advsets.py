@@ -66,10 +66,9 @@ def generate_or_load(path, source_model, x, y, eps, eps_step, max_iter=40, norm=
           "max_iter": int(max_iter), "random_start": bool(random_start), "seed": int(seed),
           "source": source_name, "source_fingerprint": weights_fingerprint(source_model),
           "n": int(len(x))}
-  if os.path.exists(path):
-    x_adv, y_saved, saved = load(path)
-    if all(saved.get(k) == v for k, v in meta.items()) and np.array_equal(y_saved, y):
-      return x_adv, y_saved, saved
+  cached = _made_with(path, meta, y)
+  if cached:
+    return cached
   partial = f"{path}.partial.npz"
   advs, hits = _resume(partial, meta, y) if not random_start else ([], [0, 0])
   estimator = attacks.classifier(source_model)
@@ -96,14 +95,23 @@ def generate_or_load(path, source_model, x, y, eps, eps_step, max_iter=40, norm=
   return x_adv, y.astype(np.int64), meta
 
 
+def _made_with(path, meta, y):
+  """(x_adv, y, meta) saved at ``path`` when made with ``meta``'s settings on the first labels
+  of ``y`` (all of them for a finished set, whose meta has n = len(y)); else None."""
+  if os.path.exists(path):
+    x_saved, y_saved, saved = load(path)
+    if all(saved.get(k) == v for k, v in meta.items()) and np.array_equal(
+        y_saved, y[:len(y_saved)]):
+      return x_saved, y_saved, saved
+  return None
+
+
 def _resume(partial, meta, y):
   """([x_adv done], [clean hits, adversarial hits]) of a killed run's chunks at ``partial``
   when they were made with ``meta`` on the first labels of ``y``; else nothing done."""
-  if os.path.exists(partial):
-    x_done, y_done, saved = load(partial)
-    if all(saved.get(k) == v for k, v in meta.items()) and np.array_equal(
-        y_done, y[:len(y_done)]):
-      return [x_done], [saved["clean_hits"], saved["adversarial_hits"]]
+  done = _made_with(partial, meta, y)
+  if done:
+    return [done[0]], [done[2]["clean_hits"], done[2]["adversarial_hits"]]
   return [], [0, 0]
 
 
