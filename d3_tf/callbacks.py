@@ -16,7 +16,7 @@ import time
 
 import tf_keras
 
-from d3_tf import attacks, distribute
+from d3_tf import attacks, distribute, progress
 from d3_tf.store import atomic_write, read_json
 
 # How often a backup is written within an epoch (seconds): a CIFAR-10 epoch of a penalised row
@@ -26,7 +26,10 @@ BACKUP_SECONDS = 600
 
 class Backup(tf_keras.callbacks.BackupAndRestore):
   """Keras ``BackupAndRestore`` after every epoch and every ``every_seconds`` within one; the
-  row's training seconds in ``clock_path``, summed over resumed runs.
+  row's training seconds in ``clock_path``, summed over resumed runs. ``report`` (a print-like
+  function, or None) gets one line at each backup within an epoch: the step reached, this run's
+  pace and when the epoch and the run should end (a log file's only sign of life between
+  epochs that take an hour).
 
   A run killed mid-epoch restarts at the step after its last backup, with the weights, the
   optimizer and the step counter of that moment. Keras starts the resumed epoch's data afresh:
@@ -38,13 +41,13 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
 
   clock = staticmethod(time.monotonic)
 
-  def __init__(self, backup_dir, clock_path, n, every_seconds=BACKUP_SECONDS):
+  def __init__(self, backup_dir, clock_path, n, every_seconds=BACKUP_SECONDS, report=None):
     # An integer save_freq turns on Keras' step-level resume; the saves themselves are timed
     # here (the count is never reached).
     super().__init__(backup_dir, save_freq=2 ** 62)
-    self.clock_path, self.n, self.every = clock_path, n, every_seconds
+    self.clock_path, self.n, self.every, self.report = clock_path, n, every_seconds, report
     self.before = self.t0 = self.last = None
-    self.epochs_done = self.restored = 0
+    self.epochs_done = self.restored = self.steps_run = 0
 
   def on_train_begin(self, logs=None):
     super().on_train_begin(logs)
@@ -65,8 +68,13 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
 
   def on_train_batch_end(self, batch, logs=None):
     super().on_train_batch_end(batch, logs)
+    self.steps_run += 1
     if self.clock() - self.last >= self.every:
       self._save()
+      if self.report:
+        self.report(progress.pace(self._current_epoch, self.params.get("epochs"), batch + 1,
+                                  self.params.get("steps"), self.steps_run,
+                                  self.last - self.t0))
 
   def on_epoch_end(self, epoch, logs=None):
     super().on_epoch_end(epoch, logs)

@@ -92,7 +92,8 @@ class RowStore:
         initial_epoch=initial_epoch, verbose=progress.keras_verbose(),
         callbacks=[*callbacks,
                    Backup(os.path.join(folder, "backup"),
-                          os.path.join(folder, "train_time.json"), len(x), self.backup_seconds),
+                          os.path.join(folder, "train_time.json"), len(x), self.backup_seconds,
+                          report=None if progress.interactive() else self.log),
                    EpochCsv(os.path.join(logs, "log.csv")),
                    tf_keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"))])
     self.save(model, name)

@@ -7,7 +7,7 @@ import os
 import pytest
 import tf_keras
 
-from d3_tf import callbacks, experiment
+from d3_tf import callbacks, experiment, progress
 from d3_tf.settings import ConfigError
 
 
@@ -114,6 +114,28 @@ def test_killed_within_an_epoch_resumes_at_the_step_after_its_last_backup(tmp_pa
   assert seen.epochs == [1] and seen.steps == 3  # steps 1-3 of epoch 1: none lost
   assert int(model.optimizer.iterations) == 2 * 4  # none repeated
   assert json.load(open(runner.store.row_dir("BNN") + "/train_time.json"))["epochs"] == 2
+
+
+def test_a_backup_within_an_epoch_reports_the_step_and_the_pace(tmp_path, mnist_small):
+  x, y, _, _ = mnist_small
+  runner = _runner(tmp_path, mnist_small, 256, epochs=2)
+  runner.store.backup_seconds = 0  # a backup, and so a line, after every step
+  lines = []
+  runner.store.log = lines.append
+  runner.store.fit(runner.plan.build(experiment.parse_method("BNN", "mnist"), 256), "BNN",
+                   x[:256], y[:256], 2)
+  steps = [l.split(",")[0].strip() for l in lines if " step " in l]
+  assert steps == [f"epoch {e}/2: step {s}/4" for e in (1, 2) for s in (1, 2, 3, 4)]
+  assert all("steps/s" in l for l in lines if " step " in l)
+
+
+def test_the_pace_line_counts_what_is_left_at_this_runs_rate():
+  # 400 steps in 640 s: 0.625 steps/s; 538 steps left in the epoch (861 s), 63 more epochs
+  line = progress.pace(36, 100, 400, 938, 400, 640.0)
+  assert line == ("  epoch 37/100: step 400/938, 0.62 steps/s; epoch ends in about 14 min, "
+                  f"the run in about {(63 * 938 + 538) / 0.625 / 3600:.1f} h")
+  assert progress.pace(99, 100, 938, 938, 10, 5.0).endswith("epoch ends in about 0 s")
+  assert progress.pace(0, None, 3, None, 0, 0.0) == "  epoch 1/?: step 3/?"
 
 
 def test_an_epoch_end_backup_of_the_older_format_resumes_at_the_next_epoch(tmp_path,
