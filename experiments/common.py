@@ -6,7 +6,6 @@ starts TensorFlow quietly (``d3_tf.quiet``) before the binary's ``main``. Binari
 the TensorFlow modules (experiment, tables, audit, ...) inside ``main``.
 """
 import dataclasses
-import json
 import logging
 import os
 import sys
