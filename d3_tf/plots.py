@@ -98,9 +98,10 @@ def figure_budgets(results, path, title):
   return _save(fig, path)
 
 
-def figure_diversity(points, path, num_draws=10):
+def figure_diversity(points, path, num_draws=10, title=None):
   """PGD (filled) and audited (open) accuracy against ΩM of the K test-time directions; a
-  dotted line at ΩM = 1/K, the expectation for K independent isotropic directions."""
+  dotted line at ΩM = 1/K, the expectation for K independent isotropic directions. ``title``
+  (the dataset) heads the plot's title."""
   if not points:
     return None
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -118,6 +119,7 @@ def figure_diversity(points, path, num_draws=10):
   ax.set_xlabel(f"ΩM of K = {num_draws} test-time draws (1 = identical directions, "
                 f"{1.0 / num_draws:g} = independent)")
   ax.set_ylabel("accuracy under attack (%)")
-  ax.set_title("Does diversity buy robustness? PGD-40 (filled) vs audited (open)")
+  ax.set_title((f"{title}: d" if title else "D")
+               + "oes diversity buy robustness?\nPGD-40 (filled) vs audited (open)", fontsize=10)
   ax.set_ylim(-2, 100)
   return _save(fig, path)

@@ -1,15 +1,15 @@
 """The verdict over every study run: does any reading give the paper's white-box robustness?
 
 Reads the results.json of every study grid (``experiments.study``) and, optionally, table runs
-(``mnist_table1``), averages a configuration's seeds (mean ± standard deviation), and for each
-white-box claim of Table 1 finds the best PGD accuracy reached with at least ``clean_min`` %
-clean accuracy, beside what the audit leaves of it. No TensorFlow here.
+(``mnist_table1``, ``cifar_table2``), averages a configuration's seeds (mean ± standard
+deviation), and, dataset by dataset, for each white-box claim of the paper's table (Table 1 on
+MNIST, Table 2 on CIFAR-10: ``Benchmark.paper_table``) finds the best PGD accuracy reached with
+at least ``clean_min`` % clean accuracy, beside what the audit leaves of it. No TensorFlow here.
 """
 
 import re
 import statistics
 
-from d3_tf import paper
 
 CLAIMS = ("M", "M-V", "M-S", "M-V-S", "M-S-Off")  # the rows whose PGD accuracy the paper claims
 METRICS = ("clean", "fgsm", "pgd", "blackbox", "audited")
@@ -81,13 +81,13 @@ def fmt(stat, digits=1):
   return text + (f" ± {stat['std']:.{digits}f} ({stat['n']})" if stat["n"] > 1 else "")
 
 
-def _claims(agg, clean_min):
+def _claims(agg, clean_min, bench):
   """The claims table at one clean-accuracy floor."""
   best = best_per_claim(agg, clean_min)
   lines = ["| row | paper PGD | best PGD (clean ≥ %g%%) | its clean | its audited | ΩM | "
            "configuration |" % clean_min, "|---" * 7 + "|"]
   for row in CLAIMS:
-    claimed = paper.TABLE1[row]["pgd"]
+    claimed = bench.paper_table[row]["pgd"]
     if row not in best:
       lines.append(f"| {row} | {claimed} | no run reached {clean_min:g}% clean | — | — | — | — |")
       continue
@@ -97,21 +97,26 @@ def _claims(agg, clean_min):
   return lines
 
 
-def markdown(agg, clean_min=97.0, clean_near=90.0, spent=None):
-  """The claims table at ``clean_min`` and at ``clean_near``, then every configuration and,
-  given ``spent`` (from ``cost``), what the cells cost."""
-  lines = ["# Verdict: the paper's white-box claims against every configuration run", "",
-           f"For each row whose PGD accuracy Table 1 reports: the best PGD-40 accuracy (ε = 0.3) "
-           f"that any configuration reached with at least {clean_min:g}% clean accuracy, what the "
-           "audit leaves of it (per-example worst case of EOT-PGD, APGD-CE/DLR with EOT and "
-           "posterior-mean transfer), and the configuration. Mean ± standard deviation (number "
-           "of seeds) where a configuration ran with several seeds. Accuracy in %.", ""]
-  lines += _claims(agg, clean_min)
+def section(agg, bench, clean_min=None, clean_near=None, spent=None):
+  """One dataset's part of the summary: the claims of its paper table at two clean-accuracy
+  floors (``bench.claim_floors`` unless given), every configuration and, given ``spent`` (from
+  ``cost``), what its cells cost."""
+  floor, near = bench.claim_floors
+  clean_min = floor if clean_min is None else clean_min
+  clean_near = near if clean_near is None else clean_near
+  lines = [f"## {bench.table_heading()}", "",
+           f"For each row whose PGD accuracy {bench.table_title} reports: the best PGD-40 accuracy "
+           f"(ε = {bench.eps:g}) that any configuration reached with at least {clean_min:g}% "
+           "clean accuracy, what the audit leaves of it (per-example worst case of EOT-PGD, "
+           "APGD-CE/DLR with EOT and posterior-mean transfer), and the configuration. Mean ± "
+           "standard deviation (number of seeds) where a configuration ran with several seeds. "
+           "Accuracy in %.", ""]
+  lines += _claims(agg, clean_min, bench)
   if clean_near < clean_min:
     lines += ["", f"The same with the floor lowered to {clean_near:g}% clean (configurations "
               "that trade clean accuracy for the paper's pattern):", ""]
-    lines += _claims(agg, clean_near)
-  lines += ["", "## Every configuration", "",
+    lines += _claims(agg, clean_near, bench)
+  lines += ["", f"### Every {bench.title} configuration", "",
             "| source | configuration | row | seeds | clean | FGSM | PGD | black-box | audited | "
             "ΩM |", "|---" * 10 + "|"]
   for (source, config, row), a in sorted(agg.items()):
@@ -123,6 +128,14 @@ def markdown(agg, clean_min=97.0, clean_near=90.0, spent=None):
               f"{spent['eval_seconds'] / 3600:.1f} h of evaluation, audit and measurements "
               "(table rows record training only), each on one core. Surrogates, black-box sets "
               "and runs lost before a checkpoint are not counted."]
+  return lines
+
+
+def markdown(sections):
+  """The summary: a title, then each dataset's ``section`` lines."""
+  lines = ["# Verdict: the paper's white-box claims against every configuration run"]
+  for part in sections:
+    lines += [""] + part
   return "\n".join(lines) + "\n"
 
 

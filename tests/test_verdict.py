@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from d3_tf import verdict
+from d3_tf.benchmark import CIFAR10, MNIST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +30,27 @@ def _grid():
           "M": _row(99.0, 1.0, 0.0, 0.8), "BNN": _row(99.2, 0.0, 0.0, 0.5)}}}}
 
 
+def _cifar_grid():
+  return {"grid": "cifar", "configs": {"cifar/sum/-3/loss": {"overrides": {"seed": 0}, "rows": {
+      "M-S": _row(80.0, 5.4, 0.0, 0.51), "M": _row(30.0, 11.0, 0.0, 0.09)}}}}
+
+
+def _text(agg, bench=MNIST, **kwargs):
+  return verdict.markdown([verdict.section(agg, bench, **kwargs)])
+
+
+def test_each_dataset_is_held_to_its_own_paper_table_and_floors():
+  agg = verdict.aggregate(verdict.entries("cifar", _cifar_grid()))
+  text = _text(agg, CIFAR10)
+  assert "## Table 2 — CIFAR-10, L∞ ε = 0.03" in text and "(ε = 0.03)" in text
+  # M-S at 80% clean counts at CIFAR-10's 75% floor, against Table 2's 47.7
+  assert "| M-S | 47.7 | 5.4 | 80.0 | 0.0 | 0.510 | cifar: cifar/sum/-3/loss |" in text
+  assert "| M | 6.1 | no run reached 75% clean |" in text  # M learned too little (30%)
+  assert "| M | 6.1 | no run reached 50% clean |" in text
+  assert "| M-S | 94.0 |" not in text  # MNIST's Table 1 is not CIFAR's
+  assert "| M-S | 47.7 | no run reached 97% clean |" in _text(agg, CIFAR10, clean_min=97.0)
+
+
 def test_seeds_are_averaged_with_sample_std():
   agg = verdict.aggregate(verdict.entries("main", _grid()))
   m = agg[("main", "sum/-3/loss", "M")]
@@ -47,13 +69,13 @@ def test_best_claim_respects_the_clean_threshold():
   assert best["M"][1] == "sum/-3/loss"
   best = verdict.best_per_claim(agg, clean_min=50.0)
   assert best["M-S"][1] == "sum/-3/loss"
-  text = verdict.markdown(agg)
+  text = _text(agg)
   assert "| M | 55.2 | 22.0 ± 2.8 (2) |" in text
   assert "| M-S | 94.0 | no run reached 97% clean |" in text
   assert "| M-S | 94.0 | no run reached 90% clean |" in text  # the second, lower floor
-  lowered = verdict.markdown(agg, clean_near=50.0)
+  lowered = _text(agg, clean_near=50.0)
   assert "| M-S | 94.0 | 90.0 | 60.0 | 0.0 | 0.900 | main: sum/-3/loss |" in lowered
-  assert "best PGD (clean ≥ 90%)" not in verdict.markdown(agg, clean_near=97.0)
+  assert "best PGD (clean ≥ 90%)" not in _text(agg, clean_near=97.0)
 
 
 def test_cost_sums_the_seconds_each_cell_records():
@@ -65,9 +87,9 @@ def test_cost_sums_the_seconds_each_cell_records():
   found = verdict.entries("main", grid) + verdict.entries("cpu", table)
   spent = verdict.cost(found)
   assert spent == {"cells": 6, "train_seconds": 3750.0, "eval_seconds": 30.0}
-  text = verdict.markdown(verdict.aggregate(found), spent=spent)
+  text = _text(verdict.aggregate(found), spent=spent)
   assert "6 trained (configuration, row, seed) cells" in text and "1.0 h of training" in text
-  assert "trained (configuration" not in verdict.markdown(verdict.aggregate(found))
+  assert "trained (configuration" not in _text(verdict.aggregate(found))
 
 
 def test_table_runs_count_as_one_configuration():
@@ -77,14 +99,18 @@ def test_table_runs_count_as_one_configuration():
 
 
 def test_binary_writes_table_and_figure(tmp_path):
-  os.makedirs(tmp_path / "study" / "main")
-  json.dump(_grid(), open(tmp_path / "study" / "main" / "results.json", "w"))
+  for name, grid in (("main", _grid()), ("cifar", _cifar_grid())):
+    os.makedirs(tmp_path / "study" / name)
+    json.dump(grid, open(tmp_path / "study" / name / "results.json", "w"))
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, "-m", "experiments.verdict", "--study_dir", "study"],
                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert (tmp_path / "study" / "verdict" / "verdict.png").exists()
-  assert "| M | 55.2 | 22.0 ± 2.8 (2) |" in (tmp_path / "study" / "verdict" / "verdict.md").read_text()
+  out = tmp_path / "study" / "verdict"
+  assert (out / "verdict_mnist.png").exists() and (out / "verdict_cifar10.png").exists()
+  mnist, cifar = (out / "verdict.md").read_text().split("## Table 2 — CIFAR-10")
+  assert "| M | 55.2 | 22.0 ± 2.8 (2) |" in mnist and "cifar/sum" not in mnist
+  assert "| M-S | 47.7 | 5.4 |" in cifar and "| main |" not in cifar and "| main |" in mnist
   empty = subprocess.run([sys.executable, "-m", "experiments.verdict", "--study_dir", "none"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   lines = [l for l in (empty.stdout + empty.stderr).splitlines() if l.strip()]
