@@ -28,8 +28,7 @@ class RowStore:
 
   def __init__(self, settings, models_dir, conventional, log=print):
     self.s, self.conventional, self.log = settings, conventional, log
-    self.root = os.path.join(models_dir, f"{settings.dataset}-{settings.arch}-"
-                                         f"{settings.training_hash()}")
+    self.root = settings.models_folder(models_dir)
     os.makedirs(self.root, exist_ok=True)
     atomic_write(os.path.join(self.root, "settings.json"),
                  json.dumps(dataclasses.asdict(settings), indent=1, sort_keys=True))

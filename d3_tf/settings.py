@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 
 from d3_tf.benchmark import BENCHMARKS
 
@@ -239,6 +240,10 @@ class Settings:
                    if f.metadata["hashed"] == "if_set" and getattr(self, f.name) != f.default})
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.md5(blob.encode()).hexdigest()[:10]
+
+  def models_folder(self, models_dir):
+    """Where rows trained under these settings live in ``models_dir`` (``d3_tf.rows``)."""
+    return os.path.join(models_dir, f"{self.dataset}-{self.arch}-{self.training_hash()}")
 
 
 FIELDS = dataclasses.fields(Settings)

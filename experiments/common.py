@@ -377,8 +377,9 @@ def _parse_flags(argv):
 
 def run(main, tensorflow=True):
   """app.run with one-line errors: flags are checked when parsed, then TensorFlow starts
-  quietly (unless ``tensorflow`` is False), then ``main``; a DataError or ConfigError from
-  bad input is one line on stderr and exit status 1."""
+  quietly (unless ``tensorflow`` is False, or a function of the parsed flags that returns
+  False), then ``main``; a DataError or ConfigError from bad input is one line on stderr and
+  exit status 1."""
   def wrapped(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
@@ -389,7 +390,7 @@ def run(main, tensorflow=True):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("art").setLevel(logging.WARNING)
     try:
-      if tensorflow:
+      if tensorflow() if callable(tensorflow) else tensorflow:
         quiet.start()
       return main(argv)
     except (data.DataError, cfg.ConfigError) as e:

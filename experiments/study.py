@@ -24,6 +24,7 @@ continues from its last epoch.
                                                     # CIFAR-10 at MNIST's verdict reading; rows
                                                     # with a PGD gain ≥ 3 also get the rand audit
   python -m experiments.study --grid smoke          # seconds per row, embedded slice (tests)
+  python -m experiments.study --grid cifar --keep_models --status   # what is done, what is left
 """
 import os
 import time
@@ -31,7 +32,7 @@ import time
 from absl import flags
 
 from d3_tf import settings as cfg
-from d3_tf import study
+from d3_tf import status, store, study
 from experiments import common
 
 _GRID = flags.DEFINE_enum("grid", "main", list(study.GRIDS), "Which grid to run.")
@@ -60,6 +61,10 @@ _CHECKPOINTS = flags.DEFINE_list(
     "kept after these epochs (--keep_epochs), e.g. 10,25,50,100: every one kept and not done "
     "yet, with the rand protocol's audit too, into <output_dir>/checkpoints.{json,md}. Runs "
     "beside the grid's training run; epochs not reached yet are left for a later run.")
+_STATUS = flags.DEFINE_bool(
+    "status", False, "Print where the chosen configurations' rows stand (done, trained, "
+    "training: epochs and hours so far, not started) and the training hours left, from the "
+    "files alone (no TensorFlow, nothing trained), then exit.")
 common.validate("seeds", common.int_list(0))
 common.validate("checkpoints", common.int_list(1))
 common.validate("diversity_n", cfg.POSITIVE_INT)
@@ -128,20 +133,25 @@ def checkpoint_stage(out, configs, base, runner_of, evaluate, grid):
 
 def main(argv):
   del argv
-  from d3_tf import audit, audit_checks, experiment, pipeline, plots, tables  # pylint: disable=g-import-not-at-top
   grid = study.GRIDS[_GRID.value]
   configs = study.grid(_GRID.value, tuple(int(s) for s in _SEEDS.value), _CONFIGS.value,
                        _ROWS.value)
   base, protocol = grid.base(), grid.protocol()  # protocol: its surrogate sets
+  out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "study", _GRID.value),
+                        "output_dir")
+  rows_dir = os.path.join(out, "models") if _KEEP_MODELS.value else _MODELS_DIR.value
+  if _STATUS.value:
+    results = store.read_json(os.path.join(out, "results.json"), {})
+    print(f"grid {_GRID.value} (models in {rows_dir}):\n")
+    print(status.markdown(configs, base, rows_dir, results))
+    return
+  from d3_tf import audit, audit_checks, experiment, pipeline, plots, tables  # pylint: disable=g-import-not-at-top
   audit_settings = grid.audit() if _AUDIT.value else None
   n_train = [c.settings(base).n_train for c in configs] + [protocol.n_train]
   (x, y), (xt, yt) = common.load_data(grid.dataset, None if 0 in n_train else max(n_train),
                                       base.n_eval and max(base.n_eval, base.n_clean),
                                       embedded_default=grid.smoke)
-  out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "study", _GRID.value),
-                        "output_dir")
   common.writable(_MODELS_DIR.value, "models_dir")
-  rows_dir = os.path.join(out, "models") if _KEEP_MODELS.value else _MODELS_DIR.value
   figures = []
 
   def render(results):
@@ -213,4 +223,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, tensorflow=lambda: not _STATUS.value)
