@@ -10,6 +10,7 @@ import tensorflow as tf
 import tf_keras
 
 from d3_tf import adversarial, training
+from d3_tf.settings import row_epochs
 
 
 class Plan:
@@ -27,13 +28,8 @@ class Plan:
     return tf_keras.optimizers.Adam(learning_rate)
 
   def epochs(self, method):
-    """Training epochs of a row: ``conventional_epochs`` for the conventional row if set
-    (``adv_epochs`` for the Adv-CNN if set)."""
-    if method.adversarial and not method.bayesian and self.s.adv_epochs:
-      return self.s.adv_epochs
-    if not method.bayesian and self.s.conventional_epochs:
-      return self.s.conventional_epochs
-    return self.s.epochs
+    """Training epochs of a row (``settings.row_epochs``)."""
+    return row_epochs(self.s, method)
 
   def warm_started(self, method):
     """Whether a row starts from a trained row: Bayesian rows from the conventional one (the

@@ -17,7 +17,7 @@ import tf_keras
 
 from d3_tf import data, distribute, progress
 from d3_tf.callbacks import BACKUP_SECONDS, Backup, EpochCsv
-from d3_tf.settings import ConfigError, Settings, conventional_training
+from d3_tf.settings import ConfigError, Settings, conventional_training, models_folder
 from d3_tf.store import atomic_write, read_json
 
 
@@ -28,7 +28,7 @@ class RowStore:
 
   def __init__(self, settings, models_dir, conventional, log=print):
     self.s, self.conventional, self.log = settings, conventional, log
-    self.root = settings.models_folder(models_dir)
+    self.root = models_folder(settings, models_dir)
     os.makedirs(self.root, exist_ok=True)
     atomic_write(os.path.join(self.root, "settings.json"),
                  json.dumps(dataclasses.asdict(settings), indent=1, sort_keys=True))

@@ -241,9 +241,21 @@ class Settings:
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.md5(blob.encode()).hexdigest()[:10]
 
-  def models_folder(self, models_dir):
-    """Where rows trained under these settings live in ``models_dir`` (``d3_tf.rows``)."""
-    return os.path.join(models_dir, f"{self.dataset}-{self.arch}-{self.training_hash()}")
+
+def row_epochs(settings, method):
+  """Training epochs of a row (a ``Method``): ``conventional_epochs`` for the conventional row
+  if set (``adv_epochs`` for the Adv-CNN if set), else ``epochs``."""
+  if method.adversarial and not method.bayesian and settings.adv_epochs:
+    return settings.adv_epochs
+  if not method.bayesian and settings.conventional_epochs:
+    return settings.conventional_epochs
+  return settings.epochs
+
+
+def models_folder(settings, models_dir):
+  """Where rows trained under ``settings`` live in ``models_dir`` (``d3_tf.rows``)."""
+  return os.path.join(models_dir,
+                      f"{settings.dataset}-{settings.arch}-{settings.training_hash()}")
 
 
 FIELDS = dataclasses.fields(Settings)

@@ -292,7 +292,7 @@ def epoch_curves(configs, base, rows_dir):
   rows = {}
   for c in configs:
     s = c.settings(base)
-    folder = s.models_folder(rows_dir)
+    folder = cfg.models_folder(s, rows_dir)
     for row in c.rows:
       log = store.read_json(os.path.join(folder, row, "epochs.json"))
       if log:

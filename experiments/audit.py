@@ -27,7 +27,7 @@ from absl import flags
 from d3_tf import audit_inputs
 from d3_tf import settings as cfg
 from d3_tf.benchmark import BENCHMARKS
-from experiments import common
+from experiments import common, model_flags
 
 common.define_trained_rows_flags(["M-S"])
 _N = flags.DEFINE_integer("n", 1000, "Test images audited (the first n of the test set).")
@@ -53,7 +53,7 @@ _SETS = flags.DEFINE_list("sets", None, "With --model and --protocol full: trans
                           "surrogates' PGD examples of the first test images), tried first.")
 flags.register_validator("sets", lambda v: v is None or all(os.path.isfile(p) for p in v),
                          message="must be existing .npz files")
-common.define_model_flags("Audit this saved model instead of table rows")
+model_flags.define("Audit this saved model instead of table rows")
 flags.FLAGS["output_dir"].help = ("Where audit.json / audit.md go (default: --results_dir for "
                                   "table rows; results/audit/<name> for --model).")
 flags.adopt_module_key_flags(common)  # --model, --arch, --output_dir, ... listed by --help
@@ -144,10 +144,10 @@ def main_model():
   """Audit of one saved model on the first --n test images of --dataset."""
   from d3_tf import advsets, audit, pipeline, training  # pylint: disable=g-import-not-at-top
   t0, provenance = time.time(), pipeline.provenance("audit")  # the code as the audit starts
-  name = common.model_name()
+  name = model_flags.name()
   out = common.writable(FLAGS.output_dir or os.path.join("results", "audit",
                                                          name.replace(".", "_")), "output_dir")
-  model, x, y = common.load_model(_N.value, "n")
+  model, x, y = model_flags.load(_N.value, "n")
   eps = _EPS.value if _EPS.value is not None else BENCHMARKS[FLAGS.dataset].eps
   report = pipeline.Report(os.path.join(out, "audit.json"), markdown, {"rows": {}}, header=dict(
       {"eps": eps, "n": len(x), "norm": _NORM.value, "protocol": _PROTOCOL.value,

@@ -19,9 +19,9 @@ import time
 from absl import flags
 
 from d3_tf import settings as cfg
-from experiments import common
+from experiments import common, model_flags
 
-common.define_model_flags("The model to evaluate")
+model_flags.define("The model to evaluate")
 flags.mark_flag_as_required("model")
 _SETS = flags.DEFINE_list("sets", None, "Adversarial sets (.npz written by the table binaries: "
                           "x, y and their metadata), comma-separated.")
@@ -65,11 +65,11 @@ def main(argv):
   from d3_tf import advsets, attacks, audit, pipeline, training  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   out = common.writable(_OUTPUT_DIR.value or os.path.join("results", "blackbox",
-                                                          common.model_name()), "output_dir")
+                                                          model_flags.name()), "output_dir")
   sets = [(path,) + advsets.load(path) for path in FLAGS.sets]
   n = min(len(xa) for _, xa, _, _ in sets)
   n_clean = _N_CLEAN.value or n
-  model, xc, yc = common.load_model(max(n, n_clean), "n_clean")
+  model, xc, yc = model_flags.load(max(n, n_clean), "n_clean")
   x, y = xc[:n], yc[:n]
   tf.keras.utils.set_random_seed(_SEED.value)
   if isinstance(model, training.D3Model):
@@ -84,7 +84,7 @@ def main(argv):
     audit.check_transfer_set(source, x, y, xa[:n], ya[:n], meta["eps"], meta.get("norm", "inf"))
     row["per_set"][source] = attacks.accuracy_on(est, xa[:n], ya[:n])
     metas[source] = dict(meta, path=path)
-    print(f"{common.model_name()}: {row['per_set'][source]:.1f}% on {source}'s {n} examples")
+    print(f"{model_flags.name()}: {row['per_set'][source]:.1f}% on {source}'s {n} examples")
   row["blackbox"] = min(row["per_set"].values())
   report = pipeline.Report(os.path.join(out, "blackbox.json"), markdown, {"rows": {}, "sets": {}},
                            header={"versions": pipeline.versions()})
@@ -92,7 +92,7 @@ def main(argv):
              seed=_SEED.value, wall_seconds=time.time() - t0)
   for source, meta in metas.items():
     report.set(("sets", source), meta)
-  report.put(("rows", common.model_name()), row)
+  report.put(("rows", model_flags.name()), row)
   print(markdown(report.data))
   print(f"results: {report.path}, {report.markdown}")
 

@@ -102,6 +102,9 @@ def define_table_flags(binary, presets_doc, dataset, default_preset, methods=Tru
     validate("methods", list_of(rows, ", ".join(rows)))
     flags.DEFINE_bool("blackbox", True, "Train the conventional surrogates and fill the "
                       "black-box column.")
+    flags.DEFINE_bool("status", False, "Print where the preset's rows stand in --models_dir "
+                      "(done, trained, training: epochs and hours so far, not started) and the "
+                      "training hours left, from the files alone (no TensorFlow), then exit.")
   flags.DEFINE_string("output_dir", None,
                       f"Where results.json, table.md and the PNGs go "
                       f"(default: results/{binary}/<preset>).")
@@ -189,50 +192,6 @@ def define_trained_rows_flags(default_methods):
   flags.DEFINE_list("methods", default_methods, "Rows to analyse (paper shorthand).")
   rows = sorted({r for b in BENCHMARKS.values() for r in b.all_rows})
   validate("methods", list_of(rows, "table rows (" + ", ".join(rows) + ")"))
-
-
-def define_model_flags(what):
-  """Flags of the binaries that take one saved model (--model) and its test set."""
-  flags.DEFINE_string("model", None, f"{what}: a .keras file, a SavedModel folder, or weights "
-                      "(checkpoint prefix, .index or .h5) with --arch. Never unpickled.")
-  flags.register_validator("model", lambda v: v is None or os.path.exists(v) or os.path.exists(
-      v + ".index"), message="must be an existing file or folder")
-  flags.DEFINE_enum("dataset", "mnist", list(BENCHMARKS),
-                    "Test set of --model (its first --n images).")
-  flags.DEFINE_string("name", None, "Name of --model in the report (default: its file or "
-                      "folder name).")
-  flags.DEFINE_enum("arch", None, ["mnist_cnn", "vgg16", "madry_mnist"],
-                    "Architecture of a --model weights file.")
-  flags.DEFINE_bool("bayesian", False, "The --arch has a Bayesian head.")
-  flags.DEFINE_integer("num_draws", 10, "K draws of a Bayesian --arch.")
-  flags.DEFINE_float("width", 1.0, "Channel multiplier of --arch vgg16.")
-  flags.DEFINE_enum("estimator", "flipout", list(cfg.ENUMS["estimator"]),
-                    "Bayesian layers of a Bayesian --arch.")
-  validate("num_draws", cfg.POSITIVE_INT)
-  validate("width", cfg.RULES["width"])
-
-
-def load_model(n, n_flag="n"):
-  """(model, x, y): the model of --model (d3_tf.saved: nothing is unpickled) and the first
-  ``n`` test images of --dataset; ConfigError if it does not load or does not take them, or
-  if the test set has fewer than ``n`` images (``n_flag`` names the flag)."""
-  from d3_tf import saved  # pylint: disable=g-import-not-at-top
-  _, (xt, yt) = load_data(FLAGS.dataset, n_train=1)
-  if n > len(xt):
-    raise cfg.ConfigError(f"--{n_flag}={n}: the {FLAGS.dataset} test set here has {len(xt)} "
-                          "images")
-  model = saved.load(FLAGS.model, FLAGS.arch, FLAGS.bayesian, FLAGS.estimator,
-                     FLAGS.num_draws, FLAGS.width)
-  x, y = xt[:n], yt[:n]
-  shape = tuple(getattr(model, "input_shape", (None,) + x.shape[1:])[1:])
-  if shape != x.shape[1:]:
-    raise cfg.ConfigError(f"--model {FLAGS.model} takes inputs of shape {shape}; "
-                          f"{FLAGS.dataset} images are {x.shape[1:]}")
-  return model, x, y
-
-
-def model_name():
-  return FLAGS.name or os.path.basename(os.path.normpath(FLAGS.model))
 
 
 def trained_rows():
@@ -329,6 +288,11 @@ def accuracy_table(binary, dataset):
     raise cfg.ConfigError(str(e)) from None
   methods = cfg.parse_methods(FLAGS.methods or presets.PRESET_ROWS.get(
       (dataset, FLAGS.preset), BENCHMARKS[dataset].rows), dataset)
+  if FLAGS.status:
+    from d3_tf import status  # pylint: disable=g-import-not-at-top
+    print(status.table_markdown(binary, FLAGS.preset, settings, [m.name for m in methods],
+                                FLAGS.models_dir, output_dir(binary)))
+    return
   describe(settings, binary, len(methods))
   out = table_outputs(binary)
   train, test = load_table_data(settings)
@@ -377,8 +341,8 @@ def _parse_flags(argv):
 
 def run(main, tensorflow=True):
   """app.run with one-line errors: flags are checked when parsed, then TensorFlow starts
-  quietly (unless ``tensorflow`` is False, or a function of the parsed flags that returns
-  False), then ``main``; a DataError or ConfigError from bad input is one line on stderr and
+  quietly (unless ``tensorflow`` is False or the binary's --status is given: it reads files
+  only), then ``main``; a DataError or ConfigError from bad input is one line on stderr and
   exit status 1."""
   def wrapped(argv):
     if len(argv) > 1:
@@ -390,7 +354,7 @@ def run(main, tensorflow=True):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("art").setLevel(logging.WARNING)
     try:
-      if tensorflow() if callable(tensorflow) else tensorflow:
+      if tensorflow and not ("status" in FLAGS and FLAGS.status):
         quiet.start()
       return main(argv)
     except (data.DataError, cfg.ConfigError) as e:

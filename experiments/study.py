@@ -223,4 +223,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main, tensorflow=lambda: not _STATUS.value)
+  common.run(main)
