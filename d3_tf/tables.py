@@ -212,8 +212,15 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
   ``audit.AuditSettings``) each row also gets its audited robust accuracy. ``sources``: rows
   taken from another folder (``presets.Sources``).
   """
-  from d3_tf import plots  # pylint: disable=g-import-not-at-top
-  report = table_report(binary, preset, settings, output_dir, accuracy_markdown)
+  figures = []
+
+  def render(results):
+    """table.md; the figures beside it after every row (a stopped run keeps them)."""
+    if distribute.is_chief():
+      figures[:] = table_figures(results, settings, output_dir)
+    return accuracy_markdown(results)
+
+  report = table_report(binary, preset, settings, output_dir, render)
   runner = experiment.Runner(settings, models_dir, train, test, log=log, strategy=strategy,
                              sources=sources)
   pending = [m for m in methods if report.get("rows", m.name) is None]
@@ -228,12 +235,16 @@ def run_accuracy_table(binary, preset, settings, methods, train, test, output_di
       seed=settings.seed, log=log)
   for name, row in made.items():
     log(f"row {name}: " + ", ".join(f"{k} {row[k]:.1f}" for k, _ in COLUMNS if k in row))
-  results = report.save()
-  if not distribute.is_chief():
-    return results, []
+  return report.save(), figures
+
+
+def table_figures(results, settings, output_dir):
+  """The figures of a table's results so far: Figure 1 (per-epoch attacks, where the dataset
+  has it) and the PGD-vs-budget figure (2 or 3); the paths of those drawn."""
+  from d3_tf import plots  # pylint: disable=g-import-not-at-top
   bench = BENCHMARKS[settings.dataset]
   made = [plots.figure1(results, os.path.join(output_dir, "figure1.png"), settings.eps)
           if bench.epoch_figure else None,
           plots.figure_budgets(results, os.path.join(output_dir, bench.budget_figure),
                                bench.title)]
-  return results, [m for m in made if m]
+  return [m for m in made if m]

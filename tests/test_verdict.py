@@ -228,3 +228,13 @@ def test_every_committed_table_regenerates_from_its_results():
     assert study.checkpoints_markdown(json.load(open(path))) == kept, path
     checked += 1
   assert checked >= 21  # 13 tables, 7 study grids, the full grid's kept epochs
+
+
+def test_a_tables_figures_are_drawn_from_the_rows_so_far(tmp_path):
+  from d3_tf import presets, tables  # pylint: disable=g-import-not-at-top
+  sweep = [{"eps": 0.015, "norm": "inf", "accuracy": 1.0}]
+  results = {"rows": {"M": {"clean": 80.0, "sweep_inf": sweep}}}  # one row landed so far
+  made = tables.table_figures(results, presets.PRESETS[("cifar10", "verdict")], str(tmp_path))
+  assert made == [str(tmp_path / "figure3.png")] and os.path.getsize(made[0]) > 1000
+  assert tables.table_figures({"rows": {"M": {"clean": 80.0}}},  # nothing to draw yet
+                              presets.PRESETS[("cifar10", "verdict")], str(tmp_path / "x")) == []
