@@ -31,7 +31,7 @@ BAD_TABLE_FLAGS = {
     "surrogate_adv_epochs": ["-1"], "adv_epochs": ["-2"], "adv_warm_start_lr": ["-1"],
     "adv_warm_start_warmup": ["-1", "nan"], "adv_clean_weight": ["1", "-0.1", "nan"],
     "keep_epochs": ["0", "1.5", "x"],
-    "train_only": ["maybe"],
+    "train_only": ["maybe"], "status": ["maybe"],
     "preset": ["foo"], "methods": ["XYZ", "M,X"], "blackbox": ["maybe"], "audit": ["maybe"],
     "output_dir": None, "models_dir": None, "distribute": ["tpu"], "audit_n": ["0"],
     "audit_eot": ["0", "a"], "audit_steps": ["0"], "audit_restarts": ["0"],
